@@ -126,19 +126,41 @@ type Redis struct {
 	Timeout    time.Duration `yaml:"timeout"`
 }
 
-// RateSpec is one GCRA limit: Rate events per Per, with Burst extra.
+// RateSpec is one GCRA limit: Rate events per Per; Burst is the bucket
+// size (0: Rate).
 type RateSpec struct {
 	Rate  int           `yaml:"rate"`
 	Per   time.Duration `yaml:"per"`
 	Burst int           `yaml:"burst"`
+	// SPFPassOnly counts only senders whose SPF result is pass (sender-domain
+	// dimensions), so a forger cannot use up a real domain's allowance.
+	SPFPassOnly bool `yaml:"spf_pass_only"`
 }
 
 // Ratelimit configures the limiter backend and the limit per dimension.
 type Ratelimit struct {
-	Backend   string              `yaml:"backend"`
-	Redis     Redis               `yaml:"redis"`
-	KeyPrefix string              `yaml:"key_prefix"`
-	Limits    map[string]RateSpec `yaml:"limits"`
+	Backend   string `yaml:"backend"`
+	Redis     Redis  `yaml:"redis"`
+	KeyPrefix string `yaml:"key_prefix"`
+	// GatewayID names this gateway in connection leases; default hostname-pid-random.
+	GatewayID   string              `yaml:"gateway_id"`
+	MaxKeys     int                 `yaml:"max_keys"`
+	Breaker     Breaker             `yaml:"breaker"`
+	Concurrency Concurrency         `yaml:"concurrency"`
+	Limits      map[string]RateSpec `yaml:"limits"`
+}
+
+// Breaker is the Redis circuit breaker of the rate limiter.
+type Breaker struct {
+	Failures int           `yaml:"failures"`
+	Cooldown time.Duration `yaml:"cooldown"`
+}
+
+// Concurrency limits live connections per client network across gateways.
+type Concurrency struct {
+	// MaxPerNet 0: no limit.
+	MaxPerNet int           `yaml:"max_per_net"`
+	LeaseTTL  time.Duration `yaml:"lease_ttl"`
 }
 
 // Headers are the X-MXGuard-* headers added to relayed mail.

@@ -91,8 +91,12 @@ func Default() *Config {
 			DataTimeout:    10 * time.Minute,
 		},
 		Ratelimit: Ratelimit{
-			Backend:   "memory",
-			KeyPrefix: "mxg:rl:",
+			Backend:     "memory",
+			KeyPrefix:   "mxg:rl:",
+			MaxKeys:     1_000_000,
+			Redis:       Redis{Timeout: 50 * time.Millisecond},
+			Breaker:     Breaker{Failures: 3, Cooldown: 5 * time.Second},
+			Concurrency: Concurrency{LeaseTTL: 2 * time.Minute},
 		},
 		Policy: Policy{
 			Timeout: 200 * time.Millisecond,

@@ -167,8 +167,13 @@ func (c *Config) Validate() Problems {
 	for _, name := range sortedKeys(c.Ratelimit.Limits) {
 		s := c.Ratelimit.Limits[name]
 		p := "ratelimit.limits." + name
-		if _, ok := ratelimit.DimensionByName(name); !ok {
+		dim, ok := ratelimit.DimensionByName(name)
+		if !ok {
 			add(p, "unknown dimension (see docs/ratelimit.md)")
+		} else if dim.Unit == ratelimit.Concurrent {
+			add(p, "set live connections with ratelimit.concurrency.max_per_net")
+		} else if s.SPFPassOnly && !dim.SPFOption {
+			add(p+".spf_pass_only", "only applies to the mail_from_domain dimensions")
 		}
 		if s.Rate <= 0 {
 			add(p+".rate", "must be positive")
@@ -179,6 +184,16 @@ func (c *Config) Validate() Problems {
 		if s.Burst < 0 {
 			add(p+".burst", "must not be negative")
 		}
+	}
+
+	if c.Ratelimit.MaxKeys <= 0 {
+		add("ratelimit.max_keys", "must be positive")
+	}
+	if c.Ratelimit.Concurrency.MaxPerNet < 0 {
+		add("ratelimit.concurrency.max_per_net", "must not be negative")
+	}
+	if c.Ratelimit.Concurrency.LeaseTTL <= 0 {
+		add("ratelimit.concurrency.lease_ttl", "must be positive")
 	}
 
 	if c.Policy.Rules != "" {

@@ -1,0 +1,129 @@
+package filter
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/mxguard/mxguard/ratelimit"
+)
+
+// RateSpec is one configured limit of a dimension.
+type RateSpec struct {
+	Limit       ratelimit.Limit
+	SPFPassOnly bool
+}
+
+// RateLimits turns the configured limits into facts on the record
+// (input.ratelimit.<dimension>); the policy decides what they mean.
+type RateLimits struct {
+	backend ratelimit.Backend
+	specs   map[string]RateSpec
+	// maxPerNet > 0 counts live connections per client network with leases.
+	maxPerNet int
+	leaseTTL  time.Duration
+}
+
+// NewRateLimits counts the dimensions in specs on backend (a
+// *ratelimit.Fallback in the gateway).
+func NewRateLimits(backend ratelimit.Backend, specs map[string]RateSpec, maxPerNet int, leaseTTL time.Duration) *RateLimits {
+	if leaseTTL <= 0 {
+		leaseTTL = 2 * time.Minute
+	}
+	return &RateLimits{backend: backend, specs: specs, maxPerNet: maxPerNet, leaseTTL: leaseTTL}
+}
+
+// connect counts the connection and takes a concurrency lease that lives as
+// long as the connection.
+func (rl *RateLimits) connect(ctx context.Context, c *gateConn, t *Transaction) {
+	rl.count(ctx, StageConnect, t, 1)
+	if rl.maxPerNet <= 0 {
+		return
+	}
+	ip, _ := netip.ParseAddr(t.Client.IP)
+	key := ratelimit.Key("client_net_concurrent", ratelimit.IPKey(ip, 24, 48))
+	lease, res, err := rl.backend.Acquire(ctx, key, rl.maxPerNet, rl.leaseTTL)
+	if err != nil {
+		return
+	}
+	rl.fact(t, "client_net_concurrent", res)
+	if lease == nil {
+		return
+	}
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(rl.leaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = lease.Release(ctx)
+				cancel()
+				return
+			case <-tick.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = lease.Refresh(ctx)
+				cancel()
+			}
+		}
+	}()
+	c.onClose(func() { close(stop) })
+}
+
+// count counts one event of the stage on every configured dimension of that
+// stage; n is the message size for byte counters.
+func (rl *RateLimits) count(ctx context.Context, stage string, t *Transaction, n int64) {
+	ip, _ := netip.ParseAddr(t.Client.IP)
+	vals := ratelimit.Values{IP: ip, HELO: t.Client.Helo, MailFrom: t.Envelope.MailFrom, Rcpt: t.Envelope.Rcpt, DKIMDomain: passingDKIMDomain(t)}
+	spfPass := t.Auth.SPF != nil && t.Auth.SPF.Result == "pass"
+	for _, d := range ratelimit.Dimensions {
+		if d.Stage != stage || d.Unit == ratelimit.Concurrent {
+			continue
+		}
+		spec, ok := rl.specs[d.Name]
+		if !ok || d.SPFOption && spec.SPFPassOnly && !spfPass {
+			continue
+		}
+		key := d.Key(vals)
+		if key == "" {
+			continue
+		}
+		cost := 1
+		if d.Unit == ratelimit.Bytes {
+			cost = int(n)
+		}
+		res, err := rl.backend.Allow(ctx, key, spec.Limit, cost)
+		if err != nil {
+			// Only a malformed limit errs (config validation prevents it):
+			// record nothing rather than invent a verdict.
+			continue
+		}
+		rl.fact(t, d.Name, res)
+	}
+}
+
+func (rl *RateLimits) fact(t *Transaction, name string, res ratelimit.Result) {
+	if t.Ratelimit == nil {
+		t.Ratelimit = make(map[string]ratelimit.Fact, 8)
+	}
+	t.Ratelimit[name] = res.Fact()
+}
+
+// passingDKIMDomain is the d= of the DMARC-aligned passing signature, else
+// of the first passing one.
+func passingDKIMDomain(t *Transaction) string {
+	first := ""
+	for _, d := range t.Auth.DKIM {
+		if d.Result != "pass" || d.UnsignedContent {
+			continue
+		}
+		if d.Aligned {
+			return d.Domain
+		}
+		if first == "" {
+			first = d.Domain
+		}
+	}
+	return first
+}

@@ -1,0 +1,97 @@
+package filter
+
+import (
+	"io"
+)
+
+// lineValidator checks DATA/BDAT content while it streams into the spool:
+// bare CR, bare LF and NUL (the raw material of SMTP smuggling and of header
+// confusion between parsers), and over-long lines. In normalize mode it also
+// rewrites bare CR and bare LF to CRLF and drops NUL, so that nothing but CRLF
+// line endings ever goes downstream.
+type lineValidator struct {
+	w         io.Writer
+	normalize bool
+	maxLine   int // octets per line, CRLF excluded; 0 = no limit
+
+	pendingCR bool
+	lineLen   int
+	buf       []byte
+
+	BareLF, BareCR, NUL, LongLine bool
+}
+
+func newLineValidator(w io.Writer, normalize bool, maxLine int) *lineValidator {
+	return &lineValidator{w: w, normalize: normalize, maxLine: maxLine, buf: make([]byte, 0, 32<<10)}
+}
+
+// Dirty reports whether anything but clean CRLF text was seen.
+func (v *lineValidator) Dirty() bool { return v.BareLF || v.BareCR || v.NUL }
+
+// Write consumes p; it never fails except when the underlying writer does.
+func (v *lineValidator) Write(p []byte) (int, error) {
+	out := v.buf[:0]
+	for _, c := range p {
+		switch c {
+		case '\r':
+			if v.pendingCR {
+				out = v.bareCR(out)
+			}
+			v.pendingCR = true
+			continue
+		case '\n':
+			if !v.pendingCR {
+				v.BareLF = true
+			}
+			v.pendingCR = false
+			out = append(out, '\r', '\n')
+			v.lineLen = 0
+			continue
+		}
+		if v.pendingCR {
+			out = v.bareCR(out)
+			v.pendingCR = false
+		}
+		if c == 0 {
+			v.NUL = true
+			if v.normalize {
+				continue
+			}
+		}
+		v.lineLen++
+		if v.maxLine > 0 && v.lineLen > v.maxLine {
+			v.LongLine = true
+		}
+		out = append(out, c)
+	}
+	v.buf = out[:0]
+	if len(out) > 0 {
+		if _, err := v.w.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// bareCR handles a CR not followed by LF: a line break in normalize mode,
+// kept as is otherwise (the message is then refused anyway).
+func (v *lineValidator) bareCR(out []byte) []byte {
+	v.BareCR = true
+	v.lineLen = 0
+	if v.normalize {
+		return append(out, '\r', '\n')
+	}
+	return append(out, '\r')
+}
+
+// Close flushes a trailing CR.
+func (v *lineValidator) Close() error {
+	if v.pendingCR {
+		v.pendingCR = false
+		out := v.bareCR(v.buf[:0])
+		if _, err := v.w.Write(out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
