@@ -200,6 +200,9 @@ type Quarantine struct {
 // Admin is the HTTP listener for /metrics, /healthz and /readyz.
 type Admin struct {
 	Listen string `yaml:"listen"`
+	// Pprof serves net/http/pprof under /debug/pprof/ (profiling; keep the
+	// admin listener on loopback when it is on).
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures the JSON log on stderr.

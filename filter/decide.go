@@ -44,7 +44,6 @@ func (s *Server) decide(ctx context.Context, t *Transaction) (policy.Decision, *
 	}
 	d, err := s.opts.Policy.Eval(ctx, t)
 	if err != nil {
-		s.m.policyErrors.Inc()
 		s.log.Error("policy evaluation failed", "id", t.ID, "stage", t.Stage, "err", err)
 		r := ReplyPolicyError
 		d = policy.Decision{Action: ActionTempfail, Stage: t.Stage, Reasons: []policy.Reason{{Code: "policy_error"}}, Enforced: true}

@@ -16,7 +16,6 @@ type Metrics struct {
 	bareLineEndings   prometheus.Counter
 	downstreamErrors  *prometheus.CounterVec
 	downstreamReplies *prometheus.CounterVec
-	policyErrors      prometheus.Counter
 	sessionErrors     prometheus.Counter
 	relayDuration     prometheus.Histogram
 }
@@ -42,8 +41,6 @@ func NewMetrics() *Metrics {
 			Help: "Downstream failures other than SMTP replies, by stage."}, []string{"stage"}),
 		downstreamReplies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxguard_downstream_refusals_total",
 			Help: "Downstream 4xx/5xx replies, by stage and class."}, []string{"stage", "class"}),
-		policyErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "mxguard_policy_errors_total",
-			Help: "Policy evaluations that failed and were answered with 451 4.3.0."}),
 		sessionErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "mxguard_sessions_closed_for_errors_total",
 			Help: "Sessions closed after too many error replies."}),
 		relayDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mxguard_relay_data_seconds",
@@ -54,6 +51,6 @@ func NewMetrics() *Metrics {
 // Collectors lists the collectors for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.connections, m.gateRejects, m.transactions, m.blocks, m.decisions,
-		m.relayDenied, m.bareLineEndings, m.downstreamErrors, m.downstreamReplies, m.policyErrors,
+		m.relayDenied, m.bareLineEndings, m.downstreamErrors, m.downstreamReplies,
 		m.sessionErrors, m.relayDuration}
 }
