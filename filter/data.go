@@ -186,6 +186,11 @@ func (s *session) checkMessage(ctx context.Context, t *Transaction, sp *spool) {
 			t.Auth.DKIM = res
 		}
 	}
+	if o.Checks.DMARC && t.Message.FromProblem != "" {
+		// RFC 9989: DMARC needs exactly one From with one domain; without it
+		// there is no domain to evaluate.
+		t.Auth.DMARC = &auth.DMARCResult{Result: "permerror", Reason: "From header: " + t.Message.FromProblem}
+	}
 	if o.Checks.DMARC && t.Message.HeaderFromDomain != "" {
 		spfRes, spfDom := "none", ""
 		if t.Auth.SPF != nil && t.Auth.SPF.Identity == "mailfrom" {
