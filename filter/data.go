@@ -27,6 +27,8 @@ type spooledMessage struct {
 // data-stage facts, asks the policy and acts. It runs for DATA and for BDAT
 // (go-smtp hands both to us as a stream).
 func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.busy.Store(true)
 	defer s.busy.Store(false)
 	t := s.t
@@ -34,12 +36,11 @@ func (s *session) Data(r io.Reader) error {
 		return s.fail(ReplyInternalError)
 	}
 	o := s.opts()
-	dataStart := o.Now()
 
 	sp := newSpool(o.SpoolMemory, o.SpoolDir)
 	defer sp.Close()
 	v := newLineValidator(sp, o.Normalize, o.MaxLineLength-2)
-	dr := &deadlineReader{r: r, conn: s.conn.Conn(), start: time.Now(), idle: o.CommandTimeout, total: o.DataTimeout, minRate: o.MinDataRate}
+	dr := &deadlineReader{r: r, conn: s.nc, start: time.Now(), idle: o.CommandTimeout, total: o.DataTimeout, minRate: o.MinDataRate}
 	_, err := io.Copy(v, dr)
 	if err == nil {
 		err = v.Close()
@@ -78,7 +79,6 @@ func (s *session) Data(r io.Reader) error {
 		d.Reasons = append(append([]policy.Reason{}, s.held.Reasons...), d.Reasons...)
 	}
 	s.srv.m.decisions.WithLabelValues(d.Action).Inc()
-	_ = dataStart
 	switch d.Action {
 	case ActionReject, ActionTempfail:
 		return s.finishDecision(d, *reply, outcome{Result: d.Action})
@@ -305,6 +305,7 @@ func (s *session) quarantine(ctx context.Context, d policy.Decision, m *spooledM
 func quarantineMeta(t *Transaction, d policy.Decision, now time.Time) quarantine.Meta {
 	m := quarantine.Meta{
 		Received: now,
+		TxID:     t.ID,
 		ClientIP: t.Client.IP,
 		Helo:     t.Client.Helo,
 		PTR:      t.Client.PTR,
@@ -347,10 +348,7 @@ func (s *session) finishDecision(d policy.Decision, r Reply, o outcome) error {
 	}
 	s.srv.logTransaction(t, s.txStart, o)
 	t.markDone()
-	if r.Code/100 == 2 {
-		return r.SMTPError(t.ID)
-	}
-	if r.Code/100 == 5 || r.Code/100 == 4 {
+	if r.Code/100 != 2 {
 		s.errors++
 	}
 	return r.SMTPError(t.ID)

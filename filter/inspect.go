@@ -39,7 +39,7 @@ func Inspect(ctx context.Context, opts Options, in InspectInput, msg io.Reader) 
 		opts.MaxLineLength = 2000
 	}
 	srv := &Server{opts: opts, log: opts.Logger, m: NewMetrics()}
-	s := &session{srv: srv, gc: &gateConn{id: newID(), peer: in.IP}}
+	s := &session{srv: srv, gc: &gateConn{id: newID(), peer: in.IP}, base: ctx}
 	s.client = Client{IP: in.IP.String(), Helo: in.Helo, PTRResult: "none"}
 	if !validHelo(in.Helo) {
 		return nil, fmt.Errorf("inspect: bad HELO name %q", in.Helo)

@@ -175,9 +175,11 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if gc == nil {
 		return nil, ReplyInternalError.SMTPError("")
 	}
-	sess := &session{srv: s, conn: c, gc: gc, started: s.opts.Now()}
+	sess := &session{srv: s, conn: c, gc: gc, nc: c.Conn(), started: s.opts.Now()}
+	sess.base, sess.cancel = context.WithCancel(context.Background())
 	sess.initClient()
 	if err := sess.helo(); err != nil {
+		sess.cancel()
 		return nil, err
 	}
 	gc.sess.Store(sess)

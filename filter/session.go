@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,10 +39,20 @@ func newID() string {
 // session is one SMTP session (from EHLO to QUIT or the next STARTTLS). It
 // carries one Transaction at a time.
 type session struct {
-	srv     *Server
-	conn    *smtp.Conn
-	gc      *gateConn
+	srv  *Server
+	conn *smtp.Conn
+	gc   *gateConn
+	// nc is the connection as it was when the session began (TLS or not):
+	// other goroutines (shutdown, Logout) close it without touching go-smtp.
+	nc      net.Conn
 	started time.Time
+
+	// mu serialises the Session methods: go-smtp may call Logout from
+	// Server.Close while another goroutine is inside Data.
+	mu sync.Mutex
+	// base is cancelled by Logout so that checks in flight stop early.
+	base   context.Context
+	cancel context.CancelFunc
 
 	client Client
 	t      *Transaction
@@ -127,7 +138,7 @@ func (s *session) fail(r Reply) error {
 		s.srv.m.sessionErrors.Inc()
 		// go-smtp writes our reply, then the connection goes. (Close the
 		// net.Conn, not the smtp.Conn: go-smtp may hold its lock around us.)
-		nc := s.conn.Conn()
+		nc := s.nc
 		time.AfterFunc(100*time.Millisecond, func() { nc.Close() })
 		return ReplyTooManyErrors.SMTPError(s.id())
 	}
@@ -135,7 +146,7 @@ func (s *session) fail(r Reply) error {
 }
 
 func (s *session) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.srv.stageTimeout())
+	return context.WithTimeout(s.base, s.srv.stageTimeout())
 }
 
 // helo runs the helo stage: HELO hygiene, FCrDNS, policy.
@@ -219,6 +230,8 @@ func fcrdns(ctx context.Context, r auth.Resolver, ip netip.Addr) (string, string
 
 // Mail runs the mail stage.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.endTransaction("reset")
 	s.t = s.newTransaction()
 	s.txStart = s.srv.opts.Now()
@@ -287,6 +300,8 @@ func (s *session) hold(d policy.Decision) {
 // Rcpt runs the rcpt stage: open-relay guard, route, rate limits, policy,
 // then the downstream's own verdict on the recipient.
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t := s.t
 	if t == nil {
 		return s.fail(ReplyInternalError)
@@ -341,7 +356,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			s.down = nil
 		}
 		if s.down == nil {
-			dctx, dcancel := context.WithTimeout(context.Background(), s.relayTimeout())
+			// Open is bounded by the relay's own connect and command
+			// timeouts per host; this caps the whole failover walk.
+			dctx, dcancel := context.WithTimeout(s.base, openTimeout)
 			defer dcancel()
 			conn, err := s.opts().Router.Open(dctx, domain)
 			if err != nil {
@@ -366,9 +383,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func (s *session) relayTimeout() time.Duration {
-	return 2 * time.Minute
-}
+// openTimeout caps opening a downstream session across all its hosts.
+const openTimeout = 2 * time.Minute
 
 // downstreamFailure maps a downstream error to the sender's reply. A
 // downstream reply keeps its code class; anything else (broken connection,
@@ -393,16 +409,26 @@ func routeKey(r relay.Route) string {
 
 // Reset ends the transaction (RSET, or after DATA; also a new EHLO).
 func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.endTransaction("reset")
 	if s.closeAfter {
 		// go-smtp calls Reset with its connection lock held, after the
 		// reply was written: close the socket, go-smtp notices on its read.
-		s.conn.Conn().Close()
+		s.nc.Close()
 	}
 }
 
-// Logout ends the session.
+// Logout ends the session. go-smtp calls it from the session's goroutine
+// at QUIT or EOF, but also from Server.Close while Data may be running:
+// closing the socket and cancelling the checks first makes Data return.
 func (s *session) Logout() error {
+	s.cancel()
+	if s.busy.Load() {
+		s.nc.Close()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.endTransaction("quit")
 	if s.down != nil {
 		s.down.Close()
@@ -434,10 +460,10 @@ func (s *session) closeIdle() {
 	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
-	c := s.conn.Conn()
-	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.Write([]byte(ReplyShuttingDown.Line(s.id())))
-	c.Close()
+	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	// The connection id: the session's own record belongs to its goroutine.
+	_, _ = s.nc.Write([]byte(ReplyShuttingDown.Line(s.gc.id)))
+	s.nc.Close()
 }
 
 // hasControl reports C0 controls, DEL or NUL, which must never reach a

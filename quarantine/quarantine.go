@@ -86,20 +86,22 @@ type Event struct {
 // Meta is everything known about a held message except its bytes. It is
 // stored as JSON next to the message.
 type Meta struct {
-	Version    int       `json:"version"`
-	ID         string    `json:"id"`
-	Received   time.Time `json:"received"`
-	ClientIP   string    `json:"client_ip,omitempty"`
-	Helo       string    `json:"helo,omitempty"`
-	PTR        string    `json:"ptr,omitempty"`
-	TLS        string    `json:"tls,omitempty"`
-	MailFrom   string    `json:"mail_from"`
-	Rcpts      []string  `json:"rcpts"`
-	HeaderFrom string    `json:"header_from,omitempty"`
-	Subject    string    `json:"subject,omitempty"`
-	MessageID  string    `json:"message_id,omitempty"`
-	Size       int64     `json:"size"`
-	Decision   Decision  `json:"decision"`
+	Version  int       `json:"version"`
+	ID       string    `json:"id"`
+	Received time.Time `json:"received"`
+	// TxID is the gateway's transaction id (the "(id mxg-…)" the sender saw).
+	TxID       string   `json:"tx_id,omitempty"`
+	ClientIP   string   `json:"client_ip,omitempty"`
+	Helo       string   `json:"helo,omitempty"`
+	PTR        string   `json:"ptr,omitempty"`
+	TLS        string   `json:"tls,omitempty"`
+	MailFrom   string   `json:"mail_from"`
+	Rcpts      []string `json:"rcpts"`
+	HeaderFrom string   `json:"header_from,omitempty"`
+	Subject    string   `json:"subject,omitempty"`
+	MessageID  string   `json:"message_id,omitempty"`
+	Size       int64    `json:"size"`
+	Decision   Decision `json:"decision"`
 	// Auth is the transaction's auth facts (spf, dkim, dmarc) as the gateway
 	// recorded them; opaque to this package.
 	Auth    json.RawMessage `json:"auth,omitempty"`

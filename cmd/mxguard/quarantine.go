@@ -481,6 +481,9 @@ func qWriteSummary(w io.Writer, m quarantine.Meta) {
 	p("ID", m.ID)
 	p("Status", m.Status)
 	p("Received", m.Received.UTC().Format("2006-01-02 15:04:05 UTC"))
+	if m.TxID != "" {
+		p("Transaction", e(m.TxID))
+	}
 	client := e(m.ClientIP)
 	var extra []string
 	if m.Helo != "" {
