@@ -139,16 +139,9 @@ func frontOptions(cfg *config.Config, d *deps, log *slog.Logger) (filter.Options
 			ProxyTrusted:  trusted,
 			ProxyTimeout:  cfg.ProxyProtocol.Timeout,
 		},
-		Router:   d.relay,
-		Resolver: d.resolver,
-		Checks: filter.Checks{
-			SPF:               config.On(cfg.Auth.SPF),
-			DKIM:              config.On(cfg.Auth.DKIM),
-			DMARC:             config.On(cfg.Auth.DMARC),
-			FCrDNS:            config.On(cfg.Auth.FCrDNS),
-			Timeout:           cfg.Auth.Timeout,
-			MaxDKIMSignatures: cfg.Auth.MaxDKIMSignatures,
-		},
+		Router:     d.relay,
+		Resolver:   d.resolver,
+		Checks:     checksFromConfig(cfg),
 		Policy:     d.engine,
 		Quarantine: d.store,
 		Headers: filter.HeaderOptions{
@@ -165,6 +158,18 @@ func frontOptions(cfg *config.Config, d *deps, log *slog.Logger) (filter.Options
 		opts.Limiter = d.limiter
 	}
 	return opts, nil
+}
+
+// checksFromConfig switches the authentication checks.
+func checksFromConfig(cfg *config.Config) filter.Checks {
+	return filter.Checks{
+		SPF:               config.On(cfg.Auth.SPF),
+		DKIM:              config.On(cfg.Auth.DKIM),
+		DMARC:             config.On(cfg.Auth.DMARC),
+		FCrDNS:            config.On(cfg.Auth.FCrDNS),
+		Timeout:           cfg.Auth.Timeout,
+		MaxDKIMSignatures: cfg.Auth.MaxDKIMSignatures,
+	}
 }
 
 // startBackground runs the quarantine sweeper and the rules watcher.
@@ -188,7 +193,8 @@ func (d *deps) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}()
-	if d.cfg.Policy.Rules != "" && config.On(d.cfg.Policy.Reload) {
+	// Watch also covers the allow file when the shipped rules are in use.
+	if config.On(d.cfg.Policy.Reload) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

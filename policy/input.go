@@ -1,0 +1,256 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/valyala/fastjson"
+)
+
+// maxInputBytes bounds the encoded input (a transaction record is a few kB;
+// header lists and attachment lists are bounded by the MIME walker).
+const maxInputBytes = 4 << 20
+
+var parserPool fastjson.ParserPool
+
+// evalInput is an input ready for evaluation.
+type evalInput struct {
+	v     ast.Value
+	raw   []byte // the JSON, for the decision log; nil for an ast.Value input
+	stage string
+	id    string
+}
+
+// toValue converts the input to an ast.Value (see toInput), whole.
+func toValue(input any) (ast.Value, []byte, error) {
+	in, err := toInput(input, nil)
+	return in.v, in.raw, err
+}
+
+// toInput converts the input for evaluation. Structs are JSON-encoded once
+// (the bytes are kept for the decision log) and parsed with fastjson
+// straight into AST terms, skipping the map[string]any step of
+// ast.InterfaceToValue, and only the parts the policy reads (paths; nil:
+// all) are converted (see BenchmarkInputConversion).
+func toInput(input any, paths *inputTree) (evalInput, error) {
+	var in evalInput
+	var b []byte
+	switch v := input.(type) {
+	case nil:
+		return in, errors.New("no input")
+	case ast.Value:
+		obj, ok := v.(ast.Object)
+		if !ok {
+			return in, errors.New("input is not an object")
+		}
+		in.v = v
+		in.stage, in.id = stageAndID(obj)
+		return in, nil
+	case json.RawMessage:
+		b = v
+	case []byte:
+		b = v
+	default:
+		var err error
+		b, err = json.Marshal(input)
+		if err != nil {
+			return in, err
+		}
+	}
+	in.raw = b
+	if len(b) > maxInputBytes {
+		return in, fmt.Errorf("input larger than %d bytes", maxInputBytes)
+	}
+	p := parserPool.Get()
+	defer parserPool.Put(p)
+	fv, err := p.ParseBytes(b)
+	if err != nil {
+		return in, err
+	}
+	if fv.Type() != fastjson.TypeObject {
+		return in, errors.New("input is not a JSON object")
+	}
+	in.stage = string(fv.GetStringBytes("stage"))
+	in.id = string(fv.GetStringBytes("id"))
+	if paths != nil {
+		in.v, err = fastToPrunedAST(fv, paths)
+	} else {
+		in.v, err = fastToAST(fv, 0)
+	}
+	return in, err
+}
+
+const maxInputDepth = 32
+
+func fastToAST(v *fastjson.Value, depth int) (ast.Value, error) {
+	if depth > maxInputDepth {
+		return nil, fmt.Errorf("input nested deeper than %d", maxInputDepth)
+	}
+	switch v.Type() {
+	case fastjson.TypeNull:
+		return ast.NullValue, nil
+	case fastjson.TypeTrue:
+		return ast.Boolean(true), nil
+	case fastjson.TypeFalse:
+		return ast.Boolean(false), nil
+	case fastjson.TypeString:
+		sb, _ := v.StringBytes()
+		if t, ok := commonTerms[string(sb)]; ok {
+			return t.Value, nil
+		}
+		return ast.String(sb), nil
+	case fastjson.TypeNumber:
+		// Keep the literal: it is exactly what encoding/json wrote.
+		var buf [32]byte
+		nb := v.MarshalTo(buf[:0])
+		if t := ast.InternedIntNumberTermFromString(string(nb)); t != nil {
+			return t.Value, nil
+		}
+		return ast.Number(nb), nil
+	case fastjson.TypeArray:
+		arr, _ := v.Array()
+		terms := make([]*ast.Term, len(arr))
+		for i, x := range arr {
+			t, err := fastToTerm(x, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			terms[i] = t
+		}
+		return ast.NewArray(terms...), nil
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		kvs := make([][2]*ast.Term, 0, o.Len())
+		var ferr error
+		o.Visit(func(k []byte, x *fastjson.Value) {
+			if ferr != nil {
+				return
+			}
+			t, err := fastToTerm(x, depth+1)
+			if err != nil {
+				ferr = err
+				return
+			}
+			kt, ok := commonTerms[string(k)]
+			if !ok {
+				kt = ast.StringTerm(string(k))
+			}
+			kvs = append(kvs, [2]*ast.Term{kt, t})
+		})
+		if ferr != nil {
+			return nil, ferr
+		}
+		return ast.NewObject(kvs...), nil
+	}
+	return nil, fmt.Errorf("unexpected JSON type %s", v.Type())
+}
+
+// fastToTerm is fastToAST for a term, sharing the immutable terms of
+// common scalars.
+func fastToTerm(v *fastjson.Value, depth int) (*ast.Term, error) {
+	switch v.Type() {
+	case fastjson.TypeNull:
+		return ast.InternedNullTerm, nil
+	case fastjson.TypeTrue:
+		return ast.InternedTerm(true), nil
+	case fastjson.TypeFalse:
+		return ast.InternedTerm(false), nil
+	case fastjson.TypeString:
+		sb, _ := v.StringBytes()
+		if t, ok := commonTerms[string(sb)]; ok {
+			return t, nil
+		}
+		return ast.StringTerm(string(sb)), nil
+	}
+	x, err := fastToAST(v, depth)
+	if err != nil {
+		return nil, err
+	}
+	return ast.NewTerm(x), nil
+}
+
+// commonTerms holds shared terms for the input's keys (every property name
+// in the schema) and frequent values, so converting an input allocates
+// only for what is specific to the message. Terms are never mutated by
+// evaluation (OPA interns terms the same way).
+var commonTerms = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	var walk func(any)
+	walk = func(x any) {
+		switch v := x.(type) {
+		case map[string]any:
+			if props, ok := v["properties"].(map[string]any); ok {
+				for k := range props {
+					m[k] = ast.StringTerm(k)
+				}
+			}
+			if enum, ok := v["enum"].([]any); ok {
+				for _, e := range enum {
+					if s, ok := e.(string); ok {
+						m[s] = ast.StringTerm(s)
+					}
+				}
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	var schema any
+	if err := json.Unmarshal(InputSchema, &schema); err == nil {
+		walk(schema)
+	}
+	for _, s := range []string{"client_ip", "client_net", "helo", "mail_from", "mail_from_domain", "rcpt", "rcpt_domain", "dkim_domain",
+		"mailfrom", "TLS 1.2", "TLS 1.3", "7BIT", "8BITMIME", "rsa-sha256", "ed25519-sha256",
+		"application/pdf", "application/octet-stream", "application/zip", "text/plain", "text/html", "image/png", "image/jpeg"} {
+		m[s] = ast.StringTerm(s)
+	}
+	return m
+}()
+
+func toInt(x any) (int, bool) {
+	switch n := x.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		if err != nil || i > math.MaxInt32 || i < math.MinInt32 {
+			return 0, false
+		}
+		return int(i), true
+	case float64:
+		if n != math.Trunc(n) || math.Abs(n) > math.MaxInt32 {
+			return 0, false
+		}
+		return int(n), true
+	case int:
+		return n, true
+	case int64:
+		return int(n), true
+	}
+	return 0, false
+}
+
+// readFileBounded reads a JSON input file for tools and tests.
+func readFileBounded(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxInputBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxInputBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", p, maxInputBytes)
+	}
+	return b, nil
+}
