@@ -29,8 +29,8 @@ type spooledMessage struct {
 func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Cleared by Reset, once go-smtp has written our reply.
 	s.busy.Store(true)
-	defer s.busy.Store(false)
 	t := s.t
 	if t == nil || len(t.Envelope.RcptTo) == 0 || s.down == nil {
 		return s.fail(ReplyInternalError)
@@ -220,14 +220,12 @@ func (s *session) headerBlock(d policy.Decision, extra ...[]byte) []byte {
 		b.Write(foldAuthRes(auth.FormatAuthResults(o.Hostname, spf, t.Auth.DKIM, dm)))
 	}
 	h := o.Headers
-	if h.Verdict {
-		b.Write(foldHeader(h.Prefix+"Verdict", d.Action))
+	if d.Action == "" {
+		// No policy ran (none configured): say so rather than nothing.
+		d.Action = ActionAccept
 	}
-	if h.Reasons && len(d.Reasons) > 0 {
-		b.Write(foldHeader(h.Prefix+"Reasons", reasonCodes(d.Reasons)))
-	}
-	if h.DecisionID && d.ID != "" {
-		b.Write(foldHeader(h.Prefix+"Decision-ID", d.ID))
+	for _, vh := range d.VerdictHeaders(h.Prefix, h.Verdict, h.Reasons, h.DecisionID) {
+		b.Write(foldHeader(vh.Name, vh.Value))
 	}
 	for _, ah := range d.AddHeaders {
 		// The engine validated names (our prefix) and values (no CR/LF).

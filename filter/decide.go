@@ -111,14 +111,14 @@ func (s *Server) logDecision(t *Transaction, d policy.Decision, r Reply) {
 	if s.opts.DecisionLog == nil || d.Action == "" {
 		return
 	}
-	d.Reply = &policy.Reply{Code: r.Code, Enhanced: fmt.Sprintf("%d.%d.%d", r.Enhanced[0], r.Enhanced[1], r.Enhanced[2]), Text: sanitizeReplyText(r.Text)}
+	sent := &policy.Reply{Code: r.Code, Enhanced: fmt.Sprintf("%d.%d.%d", r.Enhanced[0], r.Enhanced[1], r.Enhanced[2]), Text: sanitizeReplyText(r.Text)}
 	var in any
 	if d.Input == nil {
 		in = t
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.opts.DecisionLog.Log(ctx, policy.Entry{Decision: d, Input: in, Gateway: t.Gateway}); err != nil {
+	if err := s.opts.DecisionLog.Log(ctx, policy.Entry{Decision: d, Input: in, Gateway: t.Gateway, Reply: sent}); err != nil {
 		s.log.Error("decision log write failed", "id", t.ID, "err", err)
 	}
 }

@@ -137,7 +137,10 @@ func FuzzParseHeader(f *testing.F) {
 			if colon <= 0 {
 				t.Fatalf("field %d %q has no name", i, raw)
 			}
-			if fl.Name == "" || fl.Name != strings.ToLower(fl.Name) || fl.Name != strings.ToLower(string(raw[:colon])) {
+			// (White space before the colon is obsolete syntax, RFC 5322 4.5;
+			// it is not part of the name.)
+			if fl.Name == "" || fl.Name != strings.ToLower(fl.Name) ||
+				strings.TrimRight(fl.Name, " \t") != strings.ToLower(strings.TrimRight(string(raw[:colon]), " \t")) {
 				t.Fatalf("field %d name %q from %q", i, fl.Name, raw)
 			}
 			if strings.ContainsAny(fl.Name, ":\r\n\x00") {
@@ -241,7 +244,6 @@ func oracleDomain(d string) bool {
 // (RFC 6531 3.3, RFC 6532 3.1). Invalid bytes would reach the downstream as
 // sent while the policy (JSON input) sees U+FFFD in their place.
 func TestCheckAddressRefusesInvalidUTF8(t *testing.T) {
-	t.Skip("BUG: checkAddress accepts invalid UTF-8 in SMTPUTF8 addresses (b\\xffb@corp.test); the policy input and the downstream then see different addresses")
 	for _, a := range []string{"b\xffb@corp.test", "bob@corp\xc3.test", "\xed\xa0\x80@corp.test"} {
 		if checkAddress(a, true, true) == nil {
 			t.Errorf("recipient %q accepted", a)

@@ -23,6 +23,7 @@ type GateOptions struct {
 	// ProxyTrusted lists the peers allowed (and required) to send a PROXY
 	// protocol v1/v2 header; empty: PROXY protocol off.
 	ProxyTrusted []netip.Prefix
+	// ProxyTimeout bounds reading the PROXY header (default 5s).
 	ProxyTimeout time.Duration
 	// OnConnect runs in the connection's own goroutine before the banner;
 	// a non-nil reply is written and the connection closed.
@@ -51,6 +52,10 @@ type gate struct {
 }
 
 func newGate(l net.Listener, opts GateOptions) *gate {
+	if opts.ProxyTimeout <= 0 {
+		// Zero would disable go-proxyproto's header deadline.
+		opts.ProxyTimeout = 5 * time.Second
+	}
 	g := &gate{inner: l, opts: opts, ready: make(chan net.Conn), done: make(chan struct{}), perIP: map[netip.Prefix]int{}, conns: map[*gateConn]struct{}{}}
 	g.wg.Add(1)
 	go g.loop()

@@ -71,7 +71,11 @@ func parseHeader(head []byte, complete bool) (fields []headerField, bodyOff int,
 		if len(fields) >= maxHeaderFields {
 			return nil, 0, fmt.Errorf("more than %d header fields: %w", maxHeaderFields, errHeaderTooLarge)
 		}
-		fields = append(fields, headerField{Name: strings.ToLower(string(line[:colon])), Raw: head[off : off+eol+2]})
+		// RFC 5322 4.5.3 (obs-optional): white space may precede the colon,
+		// and readers honour "From :" as From. The name must not keep it,
+		// or such a field would escape the From count and the A-R strip.
+		name := bytes.TrimRight(line[:colon], " \t")
+		fields = append(fields, headerField{Name: strings.ToLower(string(name)), Raw: head[off : off+eol+2]})
 		off += eol + 2
 	}
 	if !complete {
@@ -156,6 +160,10 @@ func receivedHeader(t *Transaction, hostname string, now time.Time) []byte {
 		b.WriteByte(' ')
 	}
 	b.WriteString("[")
+	if strings.Contains(t.Client.IP, ":") {
+		// RFC 5321 4.1.3: an IPv6 address literal is tagged "IPv6:".
+		b.WriteString("IPv6:")
+	}
 	b.WriteString(t.Client.IP)
 	b.WriteString("])\r\n\tby ")
 	b.WriteString(hostname)

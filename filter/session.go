@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	utf8pkg "unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -411,6 +412,10 @@ func routeKey(r relay.Route) string {
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// go-smtp calls Reset after it wrote the reply to DATA: only now is the
+	// session idle for a graceful shutdown (a 421 before the 250 reached the
+	// sender would make it send the message again).
+	s.busy.Store(false)
 	s.endTransaction("reset")
 	if s.closeAfter {
 		// go-smtp calls Reset with its connection lock held, after the
@@ -427,6 +432,7 @@ func (s *session) Logout() error {
 	if s.busy.Load() {
 		s.nc.Close()
 	}
+	defer s.busy.Store(false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.endTransaction("quit")
@@ -503,8 +509,16 @@ func checkAddress(addr string, utf8 bool, rcpt bool) *Reply {
 	if rcpt && strings.ContainsAny(local, "@%!") {
 		return &ReplyRelayDenied
 	}
-	if !utf8 && !isASCII(addr) {
-		return &ReplyNeedSMTPUTF8
+	if !isASCII(addr) {
+		if !utf8 {
+			return &ReplyNeedSMTPUTF8
+		}
+		// RFC 6532 3.1: internationalised addresses are UTF-8; anything
+		// else would reach the policy and the downstream as two different
+		// strings.
+		if !utf8pkg.ValidString(addr) {
+			return bad
+		}
 	}
 	if !dotAtom(local) {
 		if rcpt {
