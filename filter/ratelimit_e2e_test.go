@@ -13,7 +13,7 @@ import (
 	"github.com/mxguard/mxguard/ratelimit"
 )
 
-func sharedLimits(t *testing.T, addr string, specs map[string]filter.RateSpec) *filter.RateLimits {
+func sharedLimits(t testing.TB, addr string, specs map[string]filter.RateSpec) *filter.RateLimits {
 	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: 1, DialerRetries: 1,
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
