@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,18 +54,10 @@ func dkimReadFile(tb testing.TB, parts ...string) []byte {
 	return b
 }
 
-// dkimLoadKey reads a PKCS#8 PEM private key from testdata/dkim/keys.
+// dkimLoadKey reads a test key from testdata/dkim/keys.
 func dkimLoadKey(tb testing.TB, name string) crypto.Signer {
 	tb.Helper()
-	blk, _ := pem.Decode(dkimReadFile(tb, "dkim", "keys", name))
-	if blk == nil {
-		tb.Fatalf("%s: no PEM block", name)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		tb.Fatalf("%s: %v", name, err)
-	}
-	return k.(crypto.Signer)
+	return testenv.DKIMKey(tb, name)
 }
 
 // dkimKeyRecord is the DNS record for a key: "v=DKIM1; k=...; p=...".

@@ -63,28 +63,6 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// policyParseArgs parses flags that may come before or after positional
-// arguments (`test DIR --coverage` as well as `test --coverage DIR`).
-func policyParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for range len(args) + 1 {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		if args[0] == "--" {
-			pos = append(pos, args[1:]...)
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	return pos, nil
-}
-
 func policyFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("policy "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -128,7 +106,7 @@ func policyTest(args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath := policyFlags("test", stderr)
 	coverage := fs.Bool("coverage", false, "report which rule lines the tests evaluated")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
-	dirs, err := policyParseArgs(fs, args)
+	dirs, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -272,7 +250,7 @@ func policyEval(args []string, stdout, stderr io.Writer) int {
 	var rcpts stringList
 	fs.Var(&rcpts, "rcpt", "recipient for --message (repeatable)")
 	dnsAddr := fs.String("dns", "", "DNS server HOST:PORT for --message (default: the configured resolver)")
-	pos, err := policyParseArgs(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -477,7 +455,7 @@ func policyReplay(args []string, stdout, stderr io.Writer) int {
 	logFile := fs.String("log", "", "decision log (JSON lines) to replay")
 	rules := fs.String("rules", "", "candidate rules directory (default: policy.rules, else the shipped rules)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	pos, err := policyParseArgs(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}

@@ -103,28 +103,6 @@ func (q *qcmd) flags() (*flag.FlagSet, *string) {
 	return fs, fs.String("config", config.DefaultPath, "configuration file")
 }
 
-// qParseFlags parses flags that may come before or after positional arguments
-// (`show ID --raw` as well as `show --raw ID`).
-func qParseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for range len(args) + 1 {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		if args[0] == "--" {
-			pos = append(pos, args[1:]...)
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	return pos, nil
-}
-
 func (q *qcmd) fail(format string, a ...any) int {
 	fmt.Fprintf(q.stderr, "quarantine %s: %s\n", q.name, fmt.Sprintf(format, a...))
 	return 1
@@ -219,7 +197,7 @@ func (q *qcmd) list(args []string) int {
 	cursor := fs.String("cursor", "", "continue after this cursor (printed at the end of the previous page)")
 	page := fs.Int("page", 0, "page number, from 1 (walks the earlier pages)")
 	asJSON := fs.Bool("json", false, "JSON output")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -357,7 +335,7 @@ func (q *qcmd) show(args []string) int {
 	fs, cfgPath := q.flags()
 	raw := fs.Bool("raw", false, "print the whole message (control characters escaped on a terminal)")
 	asJSON := fs.Bool("json", false, "print the metadata as JSON")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -612,7 +590,7 @@ func (q *qcmd) release(args []string) int {
 	by := fs.String("by", qDefaultReviewer(), "reviewer name recorded in history and the X-MXGuard-Released header")
 	allow := fs.Bool("allow-sender", false, "also add the sender to the policy's allowed senders (policy.allow_file)")
 	force := fs.Bool("force", false, "take back a release claim left by a release that died (older than 30m); the message may then be delivered twice")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -682,7 +660,7 @@ func (q *qcmd) release(args []string) int {
 func (q *qcmd) delete(args []string) int {
 	fs, cfgPath := q.flags()
 	by := fs.String("by", qDefaultReviewer(), "reviewer name recorded in history")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -837,7 +815,7 @@ func allowSender(path string, m quarantine.Meta) (string, bool, error) {
 func (q *qcmd) purge(args []string) int {
 	fs, cfgPath := q.flags()
 	olderThan := fs.String("older-than", "", "age to purge (default quarantine.retention); 7d, 720h")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -875,7 +853,7 @@ func (q *qcmd) stats(args []string) int {
 	fs, cfgPath := q.flags()
 	since := fs.String("since", "", "only items received since (24h, 7d, 2006-01-02)")
 	asJSON := fs.Bool("json", false, "JSON output")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -962,7 +940,7 @@ func (q *qcmd) review(args []string) int {
 	fs, cfgPath := q.flags()
 	by := fs.String("by", qDefaultReviewer(), "reviewer name recorded in history")
 	status := fs.String("status", quarantine.StatusHeld, "which items to walk through")
-	pos, err := qParseFlags(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
