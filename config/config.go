@@ -76,6 +76,9 @@ type Data struct {
 	// spills to a temporary file.
 	SpoolMemory int64  `yaml:"spool_memory"`
 	SpoolDir    string `yaml:"spool_dir"`
+	// MemoryBudget bounds the message bytes held in memory by all sessions
+	// together; beyond it messages spill to spool_dir at once.
+	MemoryBudget int64 `yaml:"memory_budget"`
 }
 
 // DNS configures the caching resolver.

@@ -74,8 +74,9 @@ func Default() *Config {
 			MaxHeaderBytes: 1 << 20,
 		},
 		Data: Data{
-			LineEndings: "reject",
-			SpoolMemory: 1 << 20,
+			LineEndings:  "reject",
+			SpoolMemory:  1 << 20,
+			MemoryBudget: 256 << 20,
 		},
 		DNS: DNS{
 			Timeout:   2 * time.Second,

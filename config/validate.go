@@ -105,6 +105,9 @@ func (c *Config) Validate() Problems {
 	if c.Data.SpoolMemory < 0 {
 		add("data.spool_memory", "must not be negative")
 	}
+	if c.Data.MemoryBudget < 0 {
+		add("data.memory_budget", "must not be negative")
+	}
 
 	for i, s := range c.DNS.Servers {
 		if err := checkHostPort(s, false); err != nil {

@@ -37,9 +37,10 @@ func (s *session) Data(r io.Reader) error {
 	}
 	o := s.opts()
 
-	sp := newSpool(o.SpoolMemory, o.SpoolDir)
+	sp := newSpool(o.SpoolMemory, o.SpoolDir, o.MemoryBudget)
 	defer sp.Close()
 	v := newLineValidator(sp, o.Normalize, o.MaxLineLength-2)
+	defer v.release()
 	dr := &deadlineReader{r: r, conn: s.nc, start: time.Now(), idle: o.CommandTimeout, total: o.DataTimeout, minRate: o.MinDataRate}
 	_, err := io.Copy(v, dr)
 	if err == nil {

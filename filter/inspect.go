@@ -73,11 +73,12 @@ func Inspect(ctx context.Context, opts Options, in InspectInput, msg io.Reader) 
 		t.Auth.SPF = &res
 	}
 
-	sp := newSpool(opts.SpoolMemory, opts.SpoolDir)
+	sp := newSpool(opts.SpoolMemory, opts.SpoolDir, nil)
 	defer sp.Close()
 	// Files on disk often have bare LF line endings: normalise them as the
 	// gateway's normalize mode would, and record what was seen.
 	v := newLineValidator(sp, true, opts.MaxLineLength-2)
+	defer v.release()
 	r := io.Reader(msg)
 	if opts.MaxMessageBytes > 0 {
 		r = io.LimitReader(msg, opts.MaxMessageBytes+1)

@@ -49,6 +49,8 @@ type Options struct {
 	Normalize   bool
 	SpoolMemory int64
 	SpoolDir    string
+	// MemoryBudget bounds message bytes in memory across all sessions.
+	MemoryBudget *MemoryBudget
 
 	Gate GateOptions
 

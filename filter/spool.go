@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // spoolPrefix names our temporary files so that a restart can remove the
@@ -21,28 +22,72 @@ const spoolPrefix = "mxguard-spool-"
 type spool struct {
 	mem      *bytes.Buffer
 	memLimit int64
+	budget   *MemoryBudget
+	reserved int64
 	dir      string
 	f        *os.File
 	size     int64
 	err      error
 }
 
+// MemoryBudget bounds the bytes all spools hold in memory together: when
+// it is used up, new message bytes go to temporary files, so many large
+// messages at once cannot exhaust memory.
+type MemoryBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// NewMemoryBudget allows max bytes in memory across all messages (0: no
+// global bound beyond the per-message limit).
+func NewMemoryBudget(max int64) *MemoryBudget { return &MemoryBudget{max: max} }
+
+// Used reports the bytes currently held.
+func (b *MemoryBudget) Used() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.used.Load()
+}
+
+func (b *MemoryBudget) reserve(n int64) bool {
+	if b == nil || b.max <= 0 {
+		return true
+	}
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *MemoryBudget) release(n int64) {
+	if b != nil && b.max > 0 && n > 0 {
+		b.used.Add(-n)
+	}
+}
+
 var spoolBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func newSpool(memLimit int64, dir string) *spool {
+func newSpool(memLimit int64, dir string, budget *MemoryBudget) *spool {
 	b := spoolBufs.Get().(*bytes.Buffer)
 	b.Reset()
-	return &spool{mem: b, memLimit: memLimit, dir: dir}
+	return &spool{mem: b, memLimit: memLimit, dir: dir, budget: budget}
 }
 
 func (s *spool) Write(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	if s.f == nil && int64(s.mem.Len()+len(p)) > s.memLimit {
-		if err := s.spill(); err != nil {
-			s.err = err
-			return 0, err
+	if s.f == nil {
+		n := int64(len(p))
+		if int64(s.mem.Len())+n > s.memLimit || !s.budget.reserve(n) {
+			if err := s.spill(); err != nil {
+				s.err = err
+				return 0, err
+			}
+		} else {
+			s.reserved += n
 		}
 	}
 	var n int
@@ -71,6 +116,8 @@ func (s *spool) spill() error {
 	}
 	s.f = f
 	s.mem.Reset()
+	s.budget.release(s.reserved)
+	s.reserved = 0
 	return nil
 }
 
@@ -115,6 +162,8 @@ func (s *spool) Close() {
 		os.Remove(name)
 		s.f = nil
 	}
+	s.budget.release(s.reserved)
+	s.reserved = 0
 	if s.mem != nil {
 		// Do not pool huge buffers: they would pin memory after a burst.
 		if s.mem.Cap() <= 4<<20 {

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"io"
+	"sync"
 )
 
 // lineValidator checks DATA/BDAT content while it streams into the spool:
@@ -21,8 +22,19 @@ type lineValidator struct {
 	BareLF, BareCR, NUL, LongLine bool
 }
 
+var validatorBufs = sync.Pool{New: func() any { b := make([]byte, 0, 34<<10); return &b }}
+
 func newLineValidator(w io.Writer, normalize bool, maxLine int) *lineValidator {
-	return &lineValidator{w: w, normalize: normalize, maxLine: maxLine, buf: make([]byte, 0, 32<<10)}
+	return &lineValidator{w: w, normalize: normalize, maxLine: maxLine, buf: (*validatorBufs.Get().(*[]byte))[:0]}
+}
+
+// release returns the buffer to the pool; the validator is not used after.
+func (v *lineValidator) release() {
+	if cap(v.buf) <= 64<<10 {
+		b := v.buf[:0]
+		validatorBufs.Put(&b)
+	}
+	v.buf = nil
 }
 
 // Dirty reports whether anything but clean CRLF text was seen.

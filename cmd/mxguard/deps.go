@@ -133,6 +133,7 @@ func frontOptions(cfg *config.Config, d *deps, log *slog.Logger) (filter.Options
 		Normalize:       cfg.Data.LineEndings == "normalize",
 		SpoolMemory:     cfg.Data.SpoolMemory,
 		SpoolDir:        cfg.Data.SpoolDir,
+		MemoryBudget:    filter.NewMemoryBudget(cfg.Data.MemoryBudget),
 		Gate: filter.GateOptions{
 			MaxConns:      cfg.Limits.MaxConns,
 			MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
