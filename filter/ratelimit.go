@@ -127,3 +127,33 @@ func passingDKIMDomain(t *Transaction) string {
 	}
 	return first
 }
+
+// stageFacts copies the facts of the dimensions counted at stage, so that a
+// refused recipient's facts can be taken back (see restoreFacts).
+func stageFacts(t *Transaction, stage string) map[string]ratelimit.Fact {
+	out := map[string]ratelimit.Fact{}
+	for _, d := range ratelimit.Dimensions {
+		if d.Stage == stage {
+			if f, ok := t.Ratelimit[d.Name]; ok {
+				out[d.Name] = f
+			}
+		}
+	}
+	return out
+}
+
+// restoreFacts puts back the facts of stage as saved: the facts of a
+// recipient that was refused must not follow the accepted recipients into
+// the data stage, where they would refuse the whole message.
+func restoreFacts(t *Transaction, stage string, saved map[string]ratelimit.Fact) {
+	for _, d := range ratelimit.Dimensions {
+		if d.Stage != stage {
+			continue
+		}
+		if f, ok := saved[d.Name]; ok {
+			t.Ratelimit[d.Name] = f
+		} else {
+			delete(t.Ratelimit, d.Name)
+		}
+	}
+}

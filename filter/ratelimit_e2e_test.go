@@ -96,3 +96,30 @@ func TestRedisDownMailFlows(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedRecipientDoesNotRefuseMessage: a recipient refused for its
+// own rate limit must not make the DATA stage refuse the message for the
+// recipients that were accepted.
+func TestRefusedRecipientDoesNotRefuseMessage(t *testing.T) {
+	eng, err := policy.New(policy.Options{Enforce: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := map[string]filter.RateSpec{"rcpt": {Limit: ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 1}}}
+	lim := filter.NewRateLimits(ratelimit.NewFallback(nil, ratelimit.NewMemory(ratelimit.MemoryOptions{}), ratelimit.FallbackOptions{}), specs, 0, 0)
+	g := startGW(t, func(o *filter.Options, _ *gwSetup) {
+		o.Policy = eng
+		o.Limiter = lim
+	})
+	// Use up carol's allowance.
+	if code, text := g.sendMail("alice@example.org", []string{"carol@corp.test"}, msg("alice@example.org", "carol@corp.test", "1", "x\r\n")); code != 250 {
+		t.Fatalf("first: %d %q", code, text)
+	}
+	cl := g.greet("client.example.org")
+	cl.cmd("MAIL FROM:<alice@example.org>", 250)
+	cl.cmd("RCPT TO:<bob@corp.test>", 250)
+	cl.cmd("RCPT TO:<carol@corp.test>", 451) // over her limit
+	cl.cmd("DATA", 354)
+	cl.send(msg("alice@example.org", "bob@corp.test", "2", "x\r\n") + ".\r\n")
+	cl.expect(250)
+}

@@ -340,12 +340,17 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 	ctx, cancel := s.ctx()
 	defer cancel()
+	var saved map[string]ratelimit.Fact
 	if s.opts().Limiter != nil {
+		saved = stageFacts(t, StageRcpt)
 		s.opts().Limiter.count(ctx, StageRcpt, t, 1)
 	}
 	d, r := s.srv.decide(ctx, t)
 	if r != nil {
 		s.srv.logBlock(t, d, *r)
+		if saved != nil {
+			restoreFacts(t, StageRcpt, saved)
+		}
 		return s.fail(*r)
 	}
 	s.hold(d)
