@@ -5,7 +5,7 @@ BIN       ?= bin/mxguard
 CONFIG    ?= config/quickstart.yaml
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: run build test vet fmt-check deps bench fuzz clean
+.PHONY: run build test vet fmt-check deps bench bench-micro bench-load fuzz clean
 
 ## run: start the gateway on the quick-start config (127.0.0.1:2525, mail for demo.test into ./var/delivered)
 run: build
@@ -32,9 +32,23 @@ deps:
 		echo "installing redis-server for the tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-## bench: micro-benchmarks with allocations
-bench:
+## bench: micro-benchmarks with allocations, then the load benchmark (docs/performance.md)
+bench: bench-micro bench-load
+
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s $(PKGS)
+
+MXLOAD      ?= bin/mxload
+BENCH_OUT   ?= bench-out
+MXLOAD_ARGS ?=
+
+## bench-load: load benchmark (direct vs mxguard with all checks vs relay only; 4 KiB, 64 KiB, 1 MiB),
+## then 10,000 idle connections and a goroutine/fd leak check; PROFILE=1 writes gateway profiles to $(BENCH_OUT)/
+bench-load: deps
+	$(GO) build -o $(MXLOAD) ./cmd/mxload
+	./$(MXLOAD) bench $(MXLOAD_ARGS) $(if $(filter 1,$(PROFILE)),-profile -out $(BENCH_OUT))
+	./$(MXLOAD) idle
+	./$(MXLOAD) leak
 
 ## fuzz: a short run of every fuzz target
 fuzz:
@@ -45,4 +59,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin var
+	rm -rf bin var bench-out
