@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mxguard/mxguard/ratelimit"
 )
@@ -186,6 +187,11 @@ func (c *Config) Validate() Problems {
 		}
 		if s.Burst < 0 {
 			add(p+".burst", "must not be negative")
+		}
+		// The limiter keeps time in whole microseconds: one event per
+		// microsecond is the finest rate it can represent.
+		if s.Rate > 0 && s.Per > 0 && s.Per/time.Duration(s.Rate) < time.Microsecond {
+			add(p, "more than one event per microsecond cannot be enforced (per/rate < 1µs): use a larger per with a proportionally larger rate, or a coarser unit")
 		}
 	}
 

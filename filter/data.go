@@ -264,7 +264,9 @@ func (m *spooledMessage) reader(prefix []byte) io.Reader {
 		off += int64(len(f.Raw))
 	}
 	parts = append(parts, io.NewSectionReader(m.sp.ReaderAt(), runStart, m.sp.Size()-runStart))
-	return io.MultiReader(parts...)
+	// Hide MultiReader's WriteTo: it allocates a 32 KiB buffer per call,
+	// while the relay and the stores copy with pooled buffers.
+	return struct{ io.Reader }{io.MultiReader(parts...)}
 }
 
 // relay streams the accepted message downstream and answers the sender with
