@@ -119,3 +119,13 @@ func TestOversizedFileRefused(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestRateFinerThanMicrosecondRefused(t *testing.T) {
+	_, err := Parse([]byte("hostname: mx.test\ndomains: {a.test: {downstream: [\"h:25\"]}}\nratelimit:\n  limits:\n    client_ip_bytes: {rate: 10000000000, per: 1h}\n"))
+	if err == nil || !strings.Contains(err.Error(), "ratelimit.limits.client_ip_bytes") || !strings.Contains(err.Error(), "microsecond") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := Parse([]byte("hostname: mx.test\ndomains: {a.test: {downstream: [\"h:25\"]}}\nratelimit:\n  limits:\n    client_ip_bytes: {rate: 1000000000, per: 1h}\n")); err != nil {
+		t.Fatalf("1 GB/h refused: %v", err)
+	}
+}
