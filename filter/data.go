@@ -13,6 +13,7 @@ import (
 	"github.com/mxguard/mxguard/auth"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/quarantine"
+	"github.com/mxguard/mxguard/relay"
 )
 
 // spooledMessage is one received message: the spool plus what was parsed from it.
@@ -275,6 +276,13 @@ func (s *session) relay(d policy.Decision, m *spooledMessage) error {
 	start := s.opts().Now()
 	err := s.down.Data(m.reader(s.headerBlock(d)))
 	s.srv.m.relayDuration.Observe(s.opts().Now().Sub(start).Seconds())
+	var re *relay.ReplyError
+	if err == nil || errors.As(err, &re) {
+		// RFC 5321 4.1.1.4: the reply to the final dot ends the downstream
+		// transaction; the next MAIL needs no RSET (which would also cost
+		// a second EHLO with go-smtp's client).
+		s.downInTx = false
+	}
 	if err != nil {
 		r := s.downstreamFailure("data", err)
 		if r.Code/100 == 4 {

@@ -72,11 +72,14 @@ func (rl *RateLimits) connect(ctx context.Context, c *gateConn, t *Transaction) 
 }
 
 // count counts one event of the stage on every configured dimension of that
-// stage; n is the message size for byte counters.
+// stage; n is the message size for byte counters. The stage's dimensions go
+// to the backend as one batch: one Redis round trip instead of one each.
 func (rl *RateLimits) count(ctx context.Context, stage string, t *Transaction, n int64) {
 	ip, _ := netip.ParseAddr(t.Client.IP)
 	vals := ratelimit.Values{IP: ip, HELO: t.Client.Helo, MailFrom: t.Envelope.MailFrom, Rcpt: t.Envelope.Rcpt, DKIMDomain: passingDKIMDomain(t)}
 	spfPass := t.Auth.SPF != nil && t.Auth.SPF.Result == "pass"
+	var reqs []ratelimit.Request
+	var names []string
 	for _, d := range ratelimit.Dimensions {
 		if d.Stage != stage || d.Unit == ratelimit.Concurrent {
 			continue
@@ -93,13 +96,27 @@ func (rl *RateLimits) count(ctx context.Context, stage string, t *Transaction, n
 		if d.Unit == ratelimit.Bytes {
 			cost = int(n)
 		}
-		res, err := rl.backend.Allow(ctx, key, spec.Limit, cost)
-		if err != nil {
-			// Only a malformed limit errs (config validation prevents it):
-			// record nothing rather than invent a verdict.
-			continue
+		reqs = append(reqs, ratelimit.Request{Key: key, Limit: spec.Limit, N: cost})
+		names = append(names, d.Name)
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	res, err := rl.backend.AllowMany(ctx, reqs)
+	if err != nil {
+		// Only a malformed limit errs (config validation prevents it), and
+		// then the batch counted nothing: decide one by one so the valid
+		// dimensions still get their facts and the bad one gets none,
+		// rather than an invented verdict.
+		for i, q := range reqs {
+			if r, err := rl.backend.Allow(ctx, q.Key, q.Limit, q.N); err == nil {
+				rl.fact(t, names[i], r)
+			}
 		}
-		rl.fact(t, d.Name, res)
+		return
+	}
+	for i, r := range res {
+		rl.fact(t, names[i], r)
 	}
 }
 

@@ -275,3 +275,31 @@ func TestMaildirRoute(t *testing.T) {
 }
 
 var _ = relay.TLSNone
+
+// TestNextTransactionAfterDownstreamRefusal: after the downstream refused a
+// message at the final dot, the same inbound session sends the next message
+// over the same downstream connection (its transaction ended with the reply).
+func TestNextTransactionAfterDownstreamRefusal(t *testing.T) {
+	g := startGW(t)
+	cl := g.greet("client.example.org")
+	g.down.SetDataReply(554, [3]int{5, 6, 0}, "no")
+	cl.cmd("MAIL FROM:<alice@example.org>", 250)
+	cl.cmd("RCPT TO:<bob@corp.test>", 250)
+	cl.cmd("DATA", 354)
+	cl.send(msg("alice@example.org", "bob@corp.test", "1", "x\r\n") + ".\r\n")
+	cl.expect(554)
+	g.down.SetDataReply(0, [3]int{}, "")
+	for i := 0; i < 2; i++ {
+		cl.cmd("MAIL FROM:<alice@example.org>", 250)
+		cl.cmd("RCPT TO:<bob@corp.test>", 250)
+		cl.cmd("DATA", 354)
+		cl.send(msg("alice@example.org", "bob@corp.test", "2", "x\r\n") + ".\r\n")
+		cl.expect(250)
+	}
+	if n := len(g.down.WaitMessages(t, 2, 5*time.Second)); n != 2 {
+		t.Fatalf("downstream got %d messages", n)
+	}
+	if c := g.down.Conns(); c != 1 {
+		t.Errorf("%d downstream connections, want 1", c)
+	}
+}
