@@ -116,6 +116,16 @@ type Relay struct {
 	DataTimeout    time.Duration `yaml:"data_timeout"`
 	// CAFile adds trusted roots for verifying downstream certificates.
 	CAFile string `yaml:"ca_file"`
+	// Pool keeps greeted downstream sessions for the next transaction.
+	Pool Pool `yaml:"pool"`
+}
+
+// Pool bounds the downstream connection pool (0: defaults; a negative value
+// turns pooling off).
+type Pool struct {
+	MaxIdle     int           `yaml:"max_idle"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	MaxUses     int           `yaml:"max_uses"`
 }
 
 // Redis is a connection to Redis standalone, Sentinel (master_name set) or

@@ -90,6 +90,7 @@ func Default() *Config {
 			ConnectTimeout: 10 * time.Second,
 			CommandTimeout: time.Minute,
 			DataTimeout:    10 * time.Minute,
+			Pool:           Pool{MaxIdle: 8, IdleTimeout: 30 * time.Second, MaxUses: 100},
 		},
 		Ratelimit: Ratelimit{
 			Backend:     "memory",

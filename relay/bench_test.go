@@ -19,40 +19,87 @@ func benchMessage() string {
 	return b.String()[:4094] + "\r\n"
 }
 
-func benchRelay(b *testing.B, tlsOn bool) (*testenv.Downstream, *relay.Relay) {
+func benchRelay(b *testing.B, tlsOn, pooled bool) (*testenv.Downstream, *relay.Relay) {
 	d := testenv.StartDownstream(b, testenv.DownstreamOptions{TLS: tlsOn, Discard: true})
 	mode := relay.TLSNone
 	if tlsOn {
 		mode = relay.TLSRequired
 	}
-	return d, newRelay(b, map[string]relay.Route{"corp.example": {Hosts: []string{d.Addr()}, TLS: mode}}, testOptions(b))
+	opts := testOptions(b)
+	if !pooled {
+		opts.PoolMaxIdle = -1
+	}
+	return d, newRelay(b, map[string]relay.Route{"corp.example": {Hosts: []string{d.Addr()}, TLS: mode}}, opts)
 }
 
 func reportRate(b *testing.B, start time.Time) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
 
-// BenchmarkRelayDeliver: one 4 KiB message per session (dial, greeting,
-// EHLO, MAIL, RCPT, DATA, QUIT), the quarantine-release path and the cost of
-// a lockstep transaction without connection reuse.
+// BenchmarkRelayDeliver: one 4 KiB message per Deliver (Open, MAIL, RCPT,
+// DATA, Close), the quarantine-release path and the shape of every inbound
+// session's downstream use. unpooled: every message dials (TCP, greeting,
+// EHLO, STARTTLS) and QUITs; pooled: Open takes the idle session (one NOOP
+// probe) and Close returns it.
 func BenchmarkRelayDeliver(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		tls  bool
 	}{{"plain", false}, {"starttls", true}} {
-		b.Run(tc.name, func(b *testing.B) {
-			d, r := benchRelay(b, tc.tls)
+		for _, pooled := range []bool{false, true} {
+			name := tc.name + "/unpooled"
+			if pooled {
+				name = tc.name + "/pooled"
+			}
+			b.Run(name, func(b *testing.B) {
+				d, r := benchRelay(b, tc.tls, pooled)
+				msg := benchMessage()
+				rcpts := []string{"bob@corp.example"}
+				b.SetBytes(int64(len(msg)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				start := time.Now()
+				for i := 0; i < b.N; i++ {
+					if err := r.Deliver(context.Background(), "corp.example", "alice@example.org", rcpts, strings.NewReader(msg)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportRate(b, start)
+				b.StopTimer()
+				if d.Delivered() != b.N {
+					b.Fatalf("delivered %d of %d", d.Delivered(), b.N)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkRelayDeliverParallel: Deliver from GOMAXPROCS*4 goroutines at
+// once, pooled and not; the pool's lock and its bound per host under
+// contention.
+func BenchmarkRelayDeliverParallel(b *testing.B) {
+	for _, pooled := range []bool{false, true} {
+		name := "unpooled"
+		if pooled {
+			name = "pooled"
+		}
+		b.Run(name, func(b *testing.B) {
+			d, r := benchRelay(b, false, pooled)
 			msg := benchMessage()
 			rcpts := []string{"bob@corp.example"}
 			b.SetBytes(int64(len(msg)))
 			b.ReportAllocs()
+			b.SetParallelism(4)
 			b.ResetTimer()
 			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				if err := r.Deliver(context.Background(), "corp.example", "alice@example.org", rcpts, strings.NewReader(msg)); err != nil {
-					b.Fatal(err)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := r.Deliver(context.Background(), "corp.example", "alice@example.org", rcpts, strings.NewReader(msg)); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-			}
+			})
 			reportRate(b, start)
 			b.StopTimer()
 			if d.Delivered() != b.N {
@@ -65,7 +112,7 @@ func BenchmarkRelayDeliver(b *testing.B) {
 // BenchmarkRelayConnReuse: 4 KiB messages back to back on one open Conn,
 // the ceiling a connection pool could reach.
 func BenchmarkRelayConnReuse(b *testing.B) {
-	d, r := benchRelay(b, false)
+	d, r := benchRelay(b, false, false)
 	c, err := r.Open(context.Background(), "corp.example")
 	if err != nil {
 		b.Fatal(err)

@@ -101,15 +101,24 @@ func isDigits(s string) bool {
 	return true
 }
 
-// smtpConn is a Conn to an SMTP downstream.
+// smtpConn is a Conn to an SMTP downstream. With pooling, one session
+// outlives its handles: Close moves the session into a new smtpConn kept by
+// the pool and leaves the closed handle unable to touch it.
 type smtpConn struct {
 	r      *Relay
 	c      *smtp.Client
 	raw    net.Conn // the TCP socket under any TLS, for deadlines and abort
 	host   string
+	mode   TLSMode // the route's mode the session was opened for (pool key)
 	tls    bool
 	broken bool // the session is out of sync or gone: only Close is left
 	closed bool
+	// inTx: MAIL was accepted and no final DATA reply or RSET has ended
+	// the transaction since. lastFailed: the last command sent got an
+	// error reply. Only a session with neither is pooled.
+	inTx       bool
+	lastFailed bool
+	uses       int // transactions started (MAIL sent) over the session's life
 }
 
 var errBroken = errors.New("relay: downstream connection is broken")
@@ -118,6 +127,7 @@ var errBroken = errors.New("relay: downstream connection is broken")
 // ReplyError and leave the session usable (except 421, RFC 5321 3.8: the
 // server is closing); everything else breaks the session.
 func (s *smtpConn) fail(err error, stage string) error {
+	s.lastFailed = true
 	if re, ok := replyError(err, stage); ok {
 		if re.Code == 421 {
 			s.broken = true
@@ -164,9 +174,12 @@ func (s *smtpConn) Mail(from string, opts *smtp.MailOptions) error {
 				Text: "downstream does not support SMTPUTF8", Stage: "mail"}
 		}
 	}
+	s.uses++
 	if err := s.c.Mail(from, &o); err != nil {
+		// A refused MAIL opens no transaction (RFC 5321 4.1.1.2).
 		return s.fail(err, "mail")
 	}
+	s.inTx, s.lastFailed = true, false
 	return nil
 }
 
@@ -180,6 +193,7 @@ func (s *smtpConn) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.c.Rcpt(to, opts); err != nil {
 		return s.fail(err, "rcpt")
 	}
+	s.lastFailed = false
 	return nil
 }
 
@@ -215,9 +229,14 @@ func (s *smtpConn) Data(msg io.Reader) error {
 		return fmt.Errorf("relay %s data: %w", s.host, errDataTimeout)
 	}
 	s.c.SubmissionTimeout = left
-	if err := w.Close(); err != nil { // final dot and reply
+	err = w.Close() // final dot and reply
+	// RFC 5321 4.1.1.4: the final reply, whatever it says, ends the
+	// transaction (a broken session is never reused anyway).
+	s.inTx = false
+	if err != nil {
 		return s.fail(err, "data")
 	}
+	s.lastFailed = false
 	return nil
 }
 
@@ -227,16 +246,27 @@ var errDataTimeout = errors.New("data timeout")
 // instead of whatever the source would allocate.
 type onlyReader struct{ io.Reader }
 
+// Reset sends RSET when a transaction may be open or the last command
+// failed. After an accepted DATA (or on a fresh session) there is nothing to
+// reset, and the round trip is skipped: go-smtp's RSET would also make the
+// next command re-send EHLO, a second round trip per message for a front
+// end that resets after every transaction.
 func (s *smtpConn) Reset() error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if !s.inTx && !s.lastFailed {
+		return nil
+	}
 	if err := s.c.Reset(); err != nil {
 		return s.fail(err, "rset")
 	}
+	s.inTx, s.lastFailed = false, false
 	return nil
 }
 
+// Close hands an idle, healthy session back to the pool; otherwise it sends
+// QUIT (bounded) and closes the connection.
 func (s *smtpConn) Close() error {
 	if s.closed {
 		return nil
@@ -246,6 +276,19 @@ func (s *smtpConn) Close() error {
 		s.c.Close()
 		return nil
 	}
+	if p := s.r.pool; p != nil && !s.inTx && !s.lastFailed {
+		kept := *s
+		kept.closed = false
+		if p.put(&kept, poolKey{host: s.host, mode: s.mode}) {
+			return nil
+		}
+	}
+	return s.quit()
+}
+
+// quit sends QUIT (bounded: the message is settled, a slow goodbye must not
+// hold anyone) and closes the connection.
+func (s *smtpConn) quit() error {
 	s.c.CommandTimeout = min(s.r.opts.CommandTimeout, quitTimeout)
 	err := s.c.Quit()
 	s.c.Close() // Quit leaves the connection open when it fails

@@ -56,6 +56,22 @@ type Options struct {
 	// routes only (RFC 7435: unauthenticated encryption beats cleartext).
 	// Required routes always verify.
 	InsecureSkipVerify bool
+
+	// Connection pool: Conn.Close keeps a healthy idle session per host and
+	// TLS mode for the next Open. A negative value in any of these three
+	// turns pooling off (every Open dials, every Close sends QUIT).
+
+	// PoolMaxIdle bounds the idle sessions kept per host and TLS mode;
+	// default 8.
+	PoolMaxIdle int
+	// PoolIdleTimeout is how long an idle session is kept before QUIT;
+	// default 30s. Keep it below the downstream's own idle timeout
+	// (RFC 5321 4.5.3.2.7 suggests servers wait 5 minutes).
+	PoolIdleTimeout time.Duration
+	// PoolMaxUses bounds the transactions (MAIL commands) of one session;
+	// the session is QUIT at the first Close after it reaches the bound.
+	// Default 100.
+	PoolMaxUses int
 }
 
 // Defaults for zero Options fields.
@@ -85,19 +101,26 @@ type Conn interface {
 	// fails, the connection is dropped without the final dot, so the
 	// downstream discards the partial message, and the error wraps msg's.
 	Data(msg io.Reader) error
-	// Reset sends RSET and keeps the connection usable.
+	// Reset ends any open transaction with RSET and keeps the connection
+	// usable. When none can be open (after Data got its final reply, or
+	// before any Mail) and the last command succeeded, it sends nothing.
 	Reset() error
-	// Close sends QUIT (bounded) and closes the connection. It is safe to
-	// call more than once.
+	// Close ends the Conn. A healthy session with no open transaction
+	// (after Data or Reset, or unused) whose last command succeeded goes
+	// back to the relay's pool; any other is sent QUIT (bounded) and
+	// closed. The Conn must not be used after Close; calling Close again
+	// does nothing.
 	Close() error
 }
 
-// Relay holds the routes and opens downstream connections. It is safe for
-// concurrent use.
+// Relay holds the routes, opens downstream connections and pools idle
+// ones. It is safe for concurrent use. Close releases the pool.
 type Relay struct {
 	routes map[string]Route
 	opts   Options
 	dialer net.Dialer
+	pool   *pool // nil when pooling is off
+	m      *metrics
 }
 
 // New validates routes (keys: lower-case ASCII domains) and options.
@@ -117,10 +140,24 @@ func New(routes map[string]Route, opts Options) (*Relay, error) {
 	if opts.DataTimeout == 0 {
 		opts.DataTimeout = DefaultDataTimeout
 	}
+	pooling := opts.PoolMaxIdle >= 0 && opts.PoolIdleTimeout >= 0 && opts.PoolMaxUses >= 0
+	if opts.PoolMaxIdle == 0 {
+		opts.PoolMaxIdle = DefaultPoolMaxIdle
+	}
+	if opts.PoolIdleTimeout == 0 {
+		opts.PoolIdleTimeout = DefaultPoolIdleTimeout
+	}
+	if opts.PoolMaxUses == 0 {
+		opts.PoolMaxUses = DefaultPoolMaxUses
+	}
 	r := &Relay{
 		routes: make(map[string]Route, len(routes)),
 		opts:   opts,
 		dialer: net.Dialer{Timeout: opts.ConnectTimeout},
+		m:      newMetrics(),
+	}
+	if pooling {
+		r.pool = newPool(opts, r.m)
 	}
 	for domain, rt := range routes {
 		if err := validDomain(domain); err != nil {
@@ -212,12 +249,14 @@ func (r *Relay) Route(domain string) (Route, bool) {
 	return rt, ok
 }
 
-// Open connects to domain's route: for SMTP it dials the hosts in order and
-// returns the first that greets, answers EHLO and satisfies the TLS mode
-// (failover on any of these failing); for a maildir route it returns a
-// local Conn without I/O. ctx bounds Open only, not the returned Conn. An
-// Open error is never a ReplyError: whatever a greeting said, the sender
-// should retry later.
+// Open connects to domain's route. For SMTP it first takes a pooled idle
+// session of the route's hosts, in order, that answers a NOOP probe (dead
+// ones are discarded); failing that it dials the hosts in order and returns
+// the first that greets, answers EHLO and satisfies the TLS mode (failover
+// on any of these failing). For a maildir route it returns a local Conn
+// without I/O. ctx bounds Open only, not the returned Conn. An Open error is
+// never a ReplyError: whatever a greeting said, the sender should retry
+// later.
 func (r *Relay) Open(ctx context.Context, domain string) (Conn, error) {
 	rt, ok := r.routes[strings.ToLower(domain)]
 	if !ok {
@@ -225,6 +264,19 @@ func (r *Relay) Open(ctx context.Context, domain string) (Conn, error) {
 	}
 	if rt.Maildir != "" {
 		return &maildirConn{dir: rt.Maildir}, nil
+	}
+	if r.pool != nil && ctx.Err() == nil {
+		// Pooled sessions of any host before a dial to the first: a
+		// session that exists saves three round trips (and a TLS
+		// handshake), and while the first host is down, a dial to it per
+		// message. Traffic returns to the first host as the pooled
+		// sessions expire or reach PoolMaxUses.
+		for _, host := range rt.Hosts {
+			if sc := r.pool.take(ctx, poolKey{host: host, mode: rt.TLS}); sc != nil {
+				return sc, nil
+			}
+		}
+		r.m.poolMisses.Inc()
 	}
 	var errs []error
 	for _, host := range rt.Hosts {
@@ -252,13 +304,19 @@ func (r *Relay) Deliver(ctx context.Context, domain, from string, rcpts []string
 	if err != nil {
 		return err
 	}
-	if sc, ok := c.(*smtpConn); ok {
+	sc, _ := c.(*smtpConn)
+	var stop func() bool
+	if sc != nil {
 		// Closing the socket is the one way to interrupt a blocked read or
 		// write from another goroutine.
-		stop := context.AfterFunc(ctx, sc.abort)
-		defer stop()
+		stop = context.AfterFunc(ctx, sc.abort)
 	}
 	defer func() {
+		// Disarm the abort before Close can pool the session; if it has
+		// fired, the socket is (being) closed and must not be pooled.
+		if stop != nil && !stop() {
+			sc.broken = true
+		}
 		cerr := c.Close()
 		if ctx.Err() != nil && err != nil {
 			err = fmt.Errorf("%w (%w)", err, ctx.Err())
@@ -301,6 +359,8 @@ func (r *Relay) openHost(ctx context.Context, host string, mode TLSMode) (*smtpC
 		c, err = r.dialHost(ctx, host, TLSNone)
 		if err != nil {
 			err = fmt.Errorf("plaintext after failed TLS handshake (%v): %w", hsErr.err, err)
+		} else {
+			c.mode = mode // pooled for the route's mode, not for "none" routes
 		}
 	}
 	return c, err
@@ -336,7 +396,7 @@ func (r *Relay) dialHost(ctx context.Context, host string, mode TLSMode) (_ *smt
 	if err := c.Hello(r.opts.HeloName); err != nil {
 		return nil, fmt.Errorf("greeting/ehlo: %w", plainError(err))
 	}
-	sc := &smtpConn{r: r, c: c, raw: raw, host: host}
+	sc := &smtpConn{r: r, c: c, raw: raw, host: host, mode: mode}
 	if mode == TLSNone {
 		return sc, nil
 	}

@@ -38,6 +38,7 @@ func newRelay(t testing.TB, routes map[string]relay.Route, opts relay.Options) *
 	if err != nil {
 		t.Fatalf("relay.New: %v", err)
 	}
+	t.Cleanup(func() { r.Close() })
 	return r
 }
 

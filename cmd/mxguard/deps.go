@@ -46,6 +46,9 @@ func buildDeps(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (
 	if d.relay, err = newRelay(cfg); err != nil {
 		return nil, fmt.Errorf("domains: %w", err)
 	}
+	reg.MustRegister(d.relay.Collectors()...)
+	// Pooled downstream sessions get their QUIT when the gateway stops.
+	d.closers = append(d.closers, func() { d.relay.Close() })
 	if d.engine, err = newEngine(cfg); err != nil {
 		return nil, err
 	}

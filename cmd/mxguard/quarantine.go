@@ -619,6 +619,7 @@ func (q *qcmd) release(args []string) int {
 	if err != nil {
 		return q.fail("relay: %v", err)
 	}
+	defer rl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), qReleaseTimeout)
 	defer cancel()
 	status := 0
@@ -961,6 +962,7 @@ func (q *qcmd) review(args []string) int {
 	if err != nil {
 		return q.fail("relay: %v", err)
 	}
+	defer rl.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lctx, lcancel := context.WithTimeout(ctx, qReadTimeout)

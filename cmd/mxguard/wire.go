@@ -87,6 +87,9 @@ func newRelay(cfg *config.Config) (*relay.Relay, error) {
 		// RFC 7435: on opportunistic routes an unverified certificate still
 		// beats plaintext; required routes always verify.
 		InsecureSkipVerify: true,
+		PoolMaxIdle:        cfg.Relay.Pool.MaxIdle,
+		PoolIdleTimeout:    cfg.Relay.Pool.IdleTimeout,
+		PoolMaxUses:        cfg.Relay.Pool.MaxUses,
 	}
 	if cfg.Relay.CAFile != "" {
 		pem, err := os.ReadFile(cfg.Relay.CAFile)
