@@ -78,8 +78,9 @@ func (rl *RateLimits) count(ctx context.Context, stage string, t *Transaction, n
 	ip, _ := netip.ParseAddr(t.Client.IP)
 	vals := ratelimit.Values{IP: ip, HELO: t.Client.Helo, MailFrom: t.Envelope.MailFrom, Rcpt: t.Envelope.Rcpt, DKIMDomain: passingDKIMDomain(t)}
 	spfPass := t.Auth.SPF != nil && t.Auth.SPF.Result == "pass"
-	var reqs []ratelimit.Request
-	var names []string
+	// 8 covers the largest stage (6 dimensions) without regrowing.
+	reqs := make([]ratelimit.Request, 0, 8)
+	names := make([]string, 0, 8)
 	for _, d := range ratelimit.Dimensions {
 		if d.Stage != stage || d.Unit == ratelimit.Concurrent {
 			continue
@@ -115,8 +116,8 @@ func (rl *RateLimits) count(ctx context.Context, stage string, t *Transaction, n
 		}
 		return
 	}
-	for i, r := range res {
-		rl.fact(t, names[i], r)
+	for i := 0; i < len(res) && i < len(names); i++ {
+		rl.fact(t, names[i], res[i])
 	}
 }
 

@@ -53,3 +53,69 @@ func BenchmarkFallbackAllow(b *testing.B) {
 	r := testenv.StartRedis(b)
 	benchAllow(b, NewFallback(NewRedis(newClient(b, r.Addr), RedisOptions{}), NewMemory(MemoryOptions{}), FallbackOptions{}))
 }
+
+// benchStage is one stage's worth of decisions: 10 dimensions on distinct
+// keys, spread over 4096 subjects.
+func benchStage(i uint64, keys []string, reqs []Request) []Request {
+	l := Limit{Rate: 1 << 30, Per: time.Second, Burst: 1 << 30}
+	reqs = reqs[:0]
+	for d := range 10 {
+		reqs = append(reqs, Request{Key: "d" + strconv.Itoa(d) + ":" + keys[i%uint64(len(keys))], Limit: l, N: 1})
+	}
+	return reqs
+}
+
+func benchBatch(b *testing.B, be Backend, many bool) {
+	keys := benchKeys(4096)
+	reqs := make([]Request, 0, 10)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		reqs = benchStage(uint64(i), keys, reqs)
+		if many {
+			if _, err := be.AllowMany(ctx, reqs); err != nil {
+				b.Fatal(err)
+			}
+			continue
+		}
+		for _, q := range reqs {
+			if _, err := be.Allow(ctx, q.Key, q.Limit, q.N); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stages/s")
+}
+
+// BenchmarkRedisAllowMany: one stage of 10 dimensions as one batch (one
+// pipelined round trip) against a local redis-server; per op = per stage.
+func BenchmarkRedisAllowMany(b *testing.B) {
+	r := testenv.StartRedis(b)
+	benchBatch(b, NewRedis(newClient(b, r.Addr), RedisOptions{}), true)
+}
+
+// BenchmarkRedisAllow10: the same stage as 10 sequential Allow calls (10
+// round trips), the baseline for BenchmarkRedisAllowMany.
+func BenchmarkRedisAllow10(b *testing.B) {
+	r := testenv.StartRedis(b)
+	benchBatch(b, NewRedis(newClient(b, r.Addr), RedisOptions{}), false)
+}
+
+// BenchmarkFallbackAllowMany and BenchmarkFallbackAllow10: the same through
+// the gateway's Fallback (timeout goroutine per call, metrics).
+func BenchmarkFallbackAllowMany(b *testing.B) {
+	r := testenv.StartRedis(b)
+	benchBatch(b, NewFallback(NewRedis(newClient(b, r.Addr), RedisOptions{}), NewMemory(MemoryOptions{}), FallbackOptions{}), true)
+}
+
+func BenchmarkFallbackAllow10(b *testing.B) {
+	r := testenv.StartRedis(b)
+	benchBatch(b, NewFallback(NewRedis(newClient(b, r.Addr), RedisOptions{}), NewMemory(MemoryOptions{}), FallbackOptions{}), false)
+}
+
+// BenchmarkMemoryAllowMany: the in-process limiter, 10 dimensions per op.
+func BenchmarkMemoryAllowMany(b *testing.B) {
+	benchBatch(b, NewMemory(MemoryOptions{}), true)
+}

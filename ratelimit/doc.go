@@ -7,6 +7,7 @@
 //     one instance.
 //   - Redis: one Lua script per decision over redis.UniversalClient, so several
 //     gateways behind one MX share one limit (standalone, Sentinel, Cluster).
+//     AllowMany pipelines a stage's decisions: one round trip per node.
 //
 // Fallback wraps Redis with a Memory, a per-call timeout and a circuit breaker,
 // so Redis trouble becomes a fact (BackendError) and never an error or a stall.

@@ -263,6 +263,43 @@ func (f *Fallback) Allow(ctx context.Context, key string, l Limit, n int) (Resul
 	return res, nil
 }
 
+// AllowMany implements BatchLimiter: the whole batch is one call to the
+// shared backend under one timeout and one breaker outcome; when that fails
+// or is skipped, the whole batch is decided by the local memory limiter and
+// every result has BackendError. Its only error is ErrInvalidLimit, returned
+// before anything is counted.
+func (f *Fallback) AllowMany(ctx context.Context, reqs []Request) ([]Result, error) {
+	if err := validBatch(reqs); err != nil {
+		return nil, fmt.Errorf("ratelimit batch: %w", err)
+	}
+	if len(reqs) == 0 {
+		return []Result{}, nil
+	}
+	if f.primary != nil {
+		// The call may outlive this one (a timed-out call is abandoned, not
+		// stopped), so it gets its own copy of the requests.
+		own := append([]Request(nil), reqs...)
+		res, ok := callPrimary(f, ctx, "allow", func(c context.Context) ([]Result, error) { return f.primary.AllowMany(c, own) })
+		// A reply of the wrong length breaks the contract: decide locally
+		// rather than index past it.
+		if ok && len(res) == len(reqs) {
+			for i, r := range res {
+				f.count(reqs[i].Key, r, "shared")
+			}
+			return res, nil
+		}
+	}
+	res, err := f.local.AllowMany(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
+	for i := range res {
+		res[i].BackendError = f.primary != nil
+		f.count(reqs[i].Key, res[i], "local")
+	}
+	return res, nil
+}
+
 func (f *Fallback) count(key string, r Result, backend string) {
 	outcome := "denied"
 	if r.Allowed {

@@ -55,6 +55,22 @@ type Limiter interface {
 	Allow(ctx context.Context, key string, l Limit, n int) (Result, error)
 }
 
+// Request is one decision of a batch: Allow(ctx, Key, Limit, N).
+type Request struct {
+	Key   string
+	Limit Limit
+	N     int
+}
+
+// BatchLimiter decides several requests at once (the dimensions of one SMTP
+// stage), with the results sequential Allow calls in the same order would
+// give: a key repeated in the batch sees the counts of its earlier requests.
+// An invalid request (ErrInvalidLimit) fails the whole batch before anything
+// is counted. The results are in request order; reqs is not kept.
+type BatchLimiter interface {
+	AllowMany(ctx context.Context, reqs []Request) ([]Result, error)
+}
+
 // Inspector reads and clears buckets for operator tools. Peek reports what a
 // cost-1 Allow would see without counting anything.
 type Inspector interface {
@@ -86,6 +102,7 @@ type Lease interface {
 // implement it.
 type Backend interface {
 	Limiter
+	BatchLimiter
 	Inspector
 	Leaser
 }
@@ -124,6 +141,27 @@ func (l Limit) params(n int) (params, error) {
 		burst = maxTau / em
 	}
 	return params{emission: em, tau: em * burst, burst: burst}, nil
+}
+
+// batchParams validates every request of a batch before any is counted.
+func batchParams(reqs []Request) ([]params, error) {
+	if err := validBatch(reqs); err != nil {
+		return nil, err
+	}
+	ps := make([]params, len(reqs))
+	for i, r := range reqs {
+		ps[i], _ = r.Limit.params(r.N)
+	}
+	return ps, nil
+}
+
+func validBatch(reqs []Request) error {
+	for i, r := range reqs {
+		if _, err := r.Limit.params(r.N); err != nil {
+			return fmt.Errorf("request %d (%s): %w", i, boundKey(r.Key), err)
+		}
+	}
+	return nil
 }
 
 // decide is GCRA on the theoretical arrival time tat (µs; 0 = no state):

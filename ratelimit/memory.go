@@ -83,8 +83,26 @@ func (m *Memory) Allow(_ context.Context, key string, l Limit, n int) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	key = boundKey(key)
+	return m.allow(key, p, n, m.now()), nil
+}
+
+// AllowMany implements BatchLimiter: one clock reading, then each request in
+// order as Allow would decide it.
+func (m *Memory) AllowMany(_ context.Context, reqs []Request) ([]Result, error) {
+	if err := validBatch(reqs); err != nil {
+		return nil, fmt.Errorf("ratelimit memory batch: %w", err)
+	}
 	now := m.now()
+	out := make([]Result, len(reqs))
+	for i, r := range reqs {
+		p, _ := r.Limit.params(r.N)
+		out[i] = m.allow(r.Key, p, r.N, now)
+	}
+	return out, nil
+}
+
+func (m *Memory) allow(key string, p params, n int, now int64) Result {
+	key = boundKey(key)
 	s := m.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,7 +115,7 @@ func (m *Memory) Allow(_ context.Context, key string, l Limit, n int) (Result, e
 		}
 		s.tats[key] = newTat
 	}
-	return res, nil
+	return res
 }
 
 // Peek implements Inspector.

@@ -102,7 +102,7 @@ type RedisOptions struct {
 }
 
 // Redis is the shared GCRA limiter and lease counter. Each decision is one
-// script call on one key; keys are Prefix+"{"+key+"}" (bucket) and
+// script call on one key (AllowMany pipelines several); keys are Prefix+"{"+key+"}" (bucket) and
 // Prefix+"lease:{"+key+"}" (leases): the hash tag puts both in one Cluster
 // slot. It works with any redis.UniversalClient: standalone, Sentinel, Cluster.
 type Redis struct {
@@ -177,12 +177,73 @@ func (r *Redis) run(ctx context.Context, key string, l Limit, n int, dry bool) (
 	if dry {
 		d = "1"
 	}
-	v, err := gcraScript.Run(ctx, r.c, []string{r.bucketKey(key)}, p.emission, p.tau, p.burst, n, r.now(), d).Int64Slice()
+	res, err := gcraResult(p, gcraScript.Run(ctx, r.c, []string{r.bucketKey(key)}, p.emission, p.tau, p.burst, n, r.now(), d))
 	if err != nil {
 		return Result{}, fmt.Errorf("ratelimit redis %s: %w", key, err)
 	}
+	return res, nil
+}
+
+// AllowMany implements BatchLimiter in one round trip per Redis node: the
+// per-key script calls go out as one pipeline (go-redis splits a Cluster
+// pipeline by node and keeps each node's commands in order, so a repeated
+// key, always on one node, is decided in request order). Each script still
+// touches one key, so no call spans hash slots. Calls that meet NOSCRIPT (a
+// restarted or new node) are sent again once with EVAL, which loads the
+// script, as Script.Run does for a single call; they had not run, so nothing
+// is counted twice (only a script load racing this pipeline on the same
+// node could let a repeated key's retried call land after its later one).
+// An error means some requests may have been counted and others not; the
+// Fallback then decides the whole batch locally.
+func (r *Redis) AllowMany(ctx context.Context, reqs []Request) ([]Result, error) {
+	ps, err := batchParams(reqs)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit redis batch: %w", err)
+	}
+	if len(reqs) == 0 {
+		return []Result{}, nil
+	}
+	now := r.now()
+	keys := make([]string, len(reqs))
+	cmds := make([]*redis.Cmd, len(reqs))
+	pipe := r.c.Pipeline()
+	for i, q := range reqs {
+		keys[i] = r.bucketKey(q.Key)
+		p := ps[i]
+		cmds[i] = gcraScript.EvalSha(ctx, pipe, keys[i:i+1], p.emission, p.tau, p.burst, q.N, now, "0")
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command below
+	var retry []int
+	for i, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe = r.c.Pipeline()
+		for _, i := range retry {
+			p := ps[i]
+			cmds[i] = gcraScript.Eval(ctx, pipe, keys[i:i+1], p.emission, p.tau, p.burst, reqs[i].N, now, "0")
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	out := make([]Result, len(reqs))
+	for i, c := range cmds {
+		if out[i], err = gcraResult(ps[i], c); err != nil {
+			return nil, fmt.Errorf("ratelimit redis batch %s: %w", boundKey(reqs[i].Key), err)
+		}
+	}
+	return out, nil
+}
+
+// gcraResult reads gcraScript's reply {allowed, remaining, retry µs}.
+func gcraResult(p params, c *redis.Cmd) (Result, error) {
+	v, err := c.Int64Slice()
+	if err != nil {
+		return Result{}, err
+	}
 	if len(v) != 3 {
-		return Result{}, fmt.Errorf("ratelimit redis %s: script returned %d values", key, len(v))
+		return Result{}, fmt.Errorf("script returned %d values", len(v))
 	}
 	res := Result{Allowed: v[0] == 1, Limit: int(p.burst), Remaining: int(v[1])}
 	if v[2] < 0 {
