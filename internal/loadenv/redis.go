@@ -38,7 +38,7 @@ func StartRedis(dir string) (*Redis, error) {
 			return nil, fmt.Errorf("start redis-server: %w", err)
 		}
 		r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-		if lastErr = waitRedis(r.Addr, 5*time.Second); lastErr == nil {
+		if lastErr = WaitRedis(r.Addr, 5*time.Second); lastErr == nil {
 			return r, nil
 		}
 		r.Stop()
@@ -66,7 +66,9 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func waitRedis(addr string, wait time.Duration) error {
+// WaitRedis polls addr with a raw PING until redis answers +PONG or wait
+// passes (testenv uses it too).
+func WaitRedis(addr string, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	var d net.Dialer

@@ -4,17 +4,15 @@
 package testenv
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/loadenv"
 )
 
 // Redis is a redis-server process started for one test.
@@ -28,12 +26,11 @@ type Redis struct {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := loadenv.FreePort()
 	if err != nil {
-		tb.Fatalf("free port: %v", err)
+		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // RedisServerPath finds redis-server; tests fail (not skip) when it is missing,
@@ -66,7 +63,7 @@ func StartRedis(tb testing.TB, extra ...string) *Redis {
 			tb.Fatalf("start redis-server: %v", err)
 		}
 		r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, cmd: cmd}
-		if err := waitRedis(r.Addr, 5*time.Second); err != nil {
+		if err := loadenv.WaitRedis(r.Addr, 5*time.Second); err != nil {
 			lastErr = err
 			_ = cmd.Process.Kill()
 			_, _ = cmd.Process.Wait()
@@ -102,33 +99,8 @@ func (r *Redis) Restart(tb testing.TB, extra ...string) {
 		tb.Fatalf("restart redis-server: %v", err)
 	}
 	r.cmd = cmd
-	if err := waitRedis(r.Addr, 5*time.Second); err != nil {
+	if err := loadenv.WaitRedis(r.Addr, 5*time.Second); err != nil {
 		tb.Fatalf("redis-server restart: %v", err)
-	}
-}
-
-// waitRedis polls with a raw PING until the server answers or the wait ends.
-func waitRedis(addr string, wait time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	var d net.Dialer
-	for {
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, _ = c.Write([]byte("PING\r\n"))
-			line, rerr := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if rerr == nil && strings.HasPrefix(line, "+PONG") {
-				return nil
-			}
-			err = fmt.Errorf("ping: %q %v", line, rerr)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redis at %s: %w", addr, err)
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 
