@@ -585,6 +585,23 @@ func qDefaultReviewer() string {
 	return "unknown"
 }
 
+// checkTargets validates the IDs and the reviewer name of release and
+// delete before the store is opened.
+func (q *qcmd) checkTargets(ids []string, by string) (int, bool) {
+	if len(ids) == 0 {
+		return q.usage("want at least one ID"), false
+	}
+	if err := quarantine.CheckBy(by); err != nil {
+		return q.usage("--by: %v", err), false
+	}
+	for _, id := range ids {
+		if !quarantine.ValidID(id) {
+			return q.fail("%v", quarantine.CheckID(id)), false
+		}
+	}
+	return 0, true
+}
+
 func (q *qcmd) release(args []string) int {
 	fs, cfgPath := q.flags()
 	by := fs.String("by", qDefaultReviewer(), "reviewer name recorded in history and the X-MXGuard-Released header")
@@ -594,16 +611,8 @@ func (q *qcmd) release(args []string) int {
 	if err != nil {
 		return 2
 	}
-	if len(pos) == 0 {
-		return q.usage("want at least one ID")
-	}
-	if err := quarantine.CheckBy(*by); err != nil {
-		return q.usage("--by: %v", err)
-	}
-	for _, id := range pos {
-		if !quarantine.ValidID(id) {
-			return q.fail("%v", quarantine.CheckID(id))
-		}
+	if code, ok := q.checkTargets(pos, *by); !ok {
+		return code
 	}
 	if err := q.open(*cfgPath); err != nil {
 		return q.fail("%v", err)
@@ -665,16 +674,8 @@ func (q *qcmd) delete(args []string) int {
 	if err != nil {
 		return 2
 	}
-	if len(pos) == 0 {
-		return q.usage("want at least one ID")
-	}
-	if err := quarantine.CheckBy(*by); err != nil {
-		return q.usage("--by: %v", err)
-	}
-	for _, id := range pos {
-		if !quarantine.ValidID(id) {
-			return q.fail("%v", quarantine.CheckID(id))
-		}
+	if code, ok := q.checkTargets(pos, *by); !ok {
+		return code
 	}
 	if err := q.open(*cfgPath); err != nil {
 		return q.fail("%v", err)
