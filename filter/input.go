@@ -39,7 +39,12 @@ type Transaction struct {
 
 	// finished is set once the transaction got its final reply.
 	finished bool
+	// refused lists refused recipients with their reply code, for the log.
+	refused []string
 }
+
+// maxLoggedRefusals bounds the refused recipients kept for the log line.
+const maxLoggedRefusals = 20
 
 func (t *Transaction) done() bool { return t.finished }
 func (t *Transaction) markDone()  { t.finished = true }

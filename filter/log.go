@@ -46,6 +46,9 @@ func (s *Server) logTransaction(t *Transaction, start time.Time, o outcome) {
 	if o.Code != 0 {
 		attrs = append(attrs, "code", o.Code)
 	}
+	if len(t.refused) > 0 {
+		attrs = append(attrs, "refused_rcpts", cleanList(t.refused))
+	}
 	if o.Why != "" {
 		attrs = append(attrs, "why", o.Why)
 	}

@@ -2,6 +2,8 @@ package filter_test
 
 import (
 	"bytes"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +303,38 @@ func TestNextTransactionAfterDownstreamRefusal(t *testing.T) {
 	}
 	if c := g.down.Conns(); c != 1 {
 		t.Errorf("%d downstream connections, want 1", c)
+	}
+}
+
+// TestTransactionLogLine: one JSON summary line per transaction, with the
+// refused recipients and escaped client values.
+func TestTransactionLogLine(t *testing.T) {
+	var buf syncBuffer
+	g := startGW(t, func(o *filter.Options, _ *gwSetup) {
+		o.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
+	})
+	cl := g.greet("client.example.org")
+	cl.cmd("MAIL FROM:<alice@example.org>", 250)
+	cl.cmd("RCPT TO:<eve@elsewhere.example>", 550)
+	cl.cmd("RCPT TO:<bob@corp.test>", 250)
+	cl.cmd("DATA", 354)
+	cl.send(msg("alice@example.org", "bob@corp.test", "x", "x\r\n") + ".\r\n")
+	cl.expect(250)
+	var line map[string]any
+	for _, l := range buf.lines(t) {
+		if l["msg"] == "transaction" {
+			line = l
+		}
+	}
+	if line == nil {
+		t.Fatal("no transaction line")
+	}
+	for _, k := range []string{"id", "client_ip", "helo", "mail_from", "rcpts", "outcome", "code", "size", "spf", "dmarc", "duration_ms"} {
+		if _, ok := line[k]; !ok {
+			t.Errorf("log line lacks %q: %v", k, line)
+		}
+	}
+	if line["outcome"] != "delivered" || fmt.Sprint(line["refused_rcpts"]) != "[eve@elsewhere.example 550]" {
+		t.Errorf("log line %v", line)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -128,6 +129,15 @@ func (s *session) id() string {
 		return s.t.ID
 	}
 	return s.gc.id
+}
+
+// refuse records a refused recipient for the transaction's log line, then
+// fails with r.
+func (s *session) refuse(rcpt string, r Reply) error {
+	if t := s.t; t != nil && len(t.refused) < maxLoggedRefusals {
+		t.refused = append(t.refused, fmt.Sprintf("%s %d", truncate(rcpt, 254), r.Code))
+	}
+	return s.fail(r)
 }
 
 // fail counts an error reply and returns it; past the error limit the
@@ -308,20 +318,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.fail(ReplyInternalError)
 	}
 	if s.block != nil {
-		return s.fail(*s.block)
+		return s.refuse(to, *s.block)
 	}
 	if hasControl(to) {
-		return s.fail(ReplyBadCommandChars)
+		return s.refuse(to, ReplyBadCommandChars)
 	}
 	if r := checkAddress(to, t.Envelope.SMTPUTF8, true); r != nil {
-		return s.fail(*r)
+		return s.refuse(to, *r)
 	}
 	addr, domain := normalizeRcpt(to)
 	route, ok := s.opts().Router.Route(domain)
 	if !ok {
 		// The open-relay guard is Go, not policy (ARCHITECTURE.md principle 1).
 		s.srv.m.relayDenied.Inc()
-		return s.fail(ReplyRelayDenied)
+		return s.refuse(to, ReplyRelayDenied)
 	}
 	key := routeKey(route)
 	if s.downInTx && key != s.downRoute {
@@ -330,7 +340,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return ReplyOtherRoute.SMTPError(s.id())
 	}
 	if s.downBroken {
-		return s.fail(ReplyDownstreamDown)
+		return s.refuse(to, ReplyDownstreamDown)
 	}
 
 	t.Stage = StageRcpt
@@ -351,7 +361,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		if saved != nil {
 			restoreFacts(t, StageRcpt, saved)
 		}
-		return s.fail(*r)
+		return s.refuse(to, *r)
 	}
 	s.hold(d)
 
@@ -370,7 +380,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			if err != nil {
 				s.srv.m.downstreamErrors.WithLabelValues("open").Inc()
 				s.srv.log.Warn("downstream unavailable", "id", t.ID, "domain", domain, "err", err)
-				return s.fail(ReplyDownstreamDown)
+				return s.refuse(to, ReplyDownstreamDown)
 			}
 			s.down, s.downRoute = conn, key
 		}
@@ -378,12 +388,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			r := s.downstreamFailure("mail", err)
 			s.down.Close()
 			s.down, s.downBroken = nil, false
-			return s.fail(r)
+			return s.refuse(to, r)
 		}
 		s.downInTx = true
 	}
 	if err := s.down.Rcpt(addr, &smtp.RcptOptions{}); err != nil {
-		return s.fail(s.downstreamFailure("rcpt", err))
+		return s.refuse(to, s.downstreamFailure("rcpt", err))
 	}
 	t.Envelope.RcptTo = append(t.Envelope.RcptTo, addr)
 	return nil
