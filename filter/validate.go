@@ -40,10 +40,34 @@ func (v *lineValidator) release() {
 // Dirty reports whether anything but clean CRLF text was seen.
 func (v *lineValidator) Dirty() bool { return v.BareLF || v.BareCR || v.NUL }
 
+// special marks the bytes the validator must look at; everything else is
+// copied in runs.
+var special = [256]bool{'\r': true, '\n': true, 0: true}
+
 // Write consumes p; it never fails except when the underlying writer does.
 func (v *lineValidator) Write(p []byte) (int, error) {
 	out := v.buf[:0]
-	for _, c := range p {
+	for i := 0; i < len(p); {
+		c := p[i]
+		if !special[c] {
+			// A run of ordinary bytes: copy it whole (the common case).
+			j := i + 1
+			for j < len(p) && !special[p[j]] {
+				j++
+			}
+			if v.pendingCR {
+				out = v.bareCR(out)
+				v.pendingCR = false
+			}
+			v.lineLen += j - i
+			if v.maxLine > 0 && v.lineLen > v.maxLine {
+				v.LongLine = true
+			}
+			out = append(out, p[i:j]...)
+			i = j
+			continue
+		}
+		i++
 		switch c {
 		case '\r':
 			if v.pendingCR {
@@ -60,15 +84,14 @@ func (v *lineValidator) Write(p []byte) (int, error) {
 			v.lineLen = 0
 			continue
 		}
+		// NUL
 		if v.pendingCR {
 			out = v.bareCR(out)
 			v.pendingCR = false
 		}
-		if c == 0 {
-			v.NUL = true
-			if v.normalize {
-				continue
-			}
+		v.NUL = true
+		if v.normalize {
+			continue
 		}
 		v.lineLen++
 		if v.maxLine > 0 && v.lineLen > v.maxLine {
