@@ -250,7 +250,7 @@ func (d *Decision) VerdictHeaders(prefix string, verdict, reasons, id bool) []He
 
 // rawDecision is what the policy produced, before validation.
 type rawDecision struct {
-	sets    map[string][]any // action → reasons (strings or objects)
+	sets    [4][]any // reasons (strings or objects), per actionSets entry
 	modes   map[string]any
 	headers []any
 }
@@ -270,8 +270,8 @@ func build(raw rawDecision, enforce bool, headerPrefix string, meta map[string]r
 	}
 	would := ActionAccept
 	n := 0
-	for _, action := range actionSets {
-		for _, item := range raw.sets[action] {
+	for i, action := range actionSets {
+		for _, item := range raw.sets[i] {
 			n++
 			if n > maxReasons {
 				return d, invalid("more than %d reasons", maxReasons)

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/mxguard/mxguard/rules"
@@ -65,6 +67,11 @@ type prepared struct {
 	modes   map[string]any // data.mxguard.modes from data files
 	paths   *inputTree     // the input the rules read; nil: all
 	tests   int
+	partial int // stages whose query was partially evaluated
+	// stagePaths is the input a partially evaluated stage's query can
+	// reach (nil: all); it is smaller than paths, e.g. only ratelimit at
+	// connect with the shipped rules.
+	stagePaths map[string]*inputTree
 }
 
 // New compiles the rules, runs their own *_test.rego tests and prepares one
@@ -97,15 +104,21 @@ func (e *Engine) load(ctx context.Context) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	return prepare(ctx, src, true)
+	// Partial evaluation gets a budget of a few decisions' worth of time for
+	// all stages together; a policy that needs more is evaluated as written.
+	return prepare(ctx, src, true, 5*e.opts.Timeout)
 }
 
-func prepare(ctx context.Context, src *policySource, withTests bool) (*prepared, error) {
+// prepare compiles src, runs its tests (withTests) and prepares one query
+// per stage. peBudget > 0 partially evaluates each stage's query first (see
+// partialQuery); 0 prepares the queries as written (tests compare the two).
+func prepare(ctx context.Context, src *policySource, withTests bool, peBudget time.Duration) (*prepared, error) {
 	c, err := compileSource(src)
 	if err != nil {
 		return nil, err
 	}
-	p := &prepared{rev: src.rev, src: src, queries: map[string]rego.PreparedEvalQuery{}, meta: ruleMeta(src), modes: staticModes(src)}
+	p := &prepared{rev: src.rev, src: src, queries: map[string]rego.PreparedEvalQuery{}, meta: ruleMeta(src), modes: staticModes(src),
+		stagePaths: map[string]*inputTree{}}
 	if withTests {
 		res, err := runTests(ctx, src, 10*time.Second, nil)
 		if err != nil {
@@ -117,10 +130,34 @@ func prepare(ctx context.Context, src *policySource, withTests bool) (*prepared,
 		p.tests = len(res)
 	}
 	store := newStore(src.data)
-	var bodies []ast.Body
-	for _, stage := range Stages {
-		body := decisionQuery(c, stage)
-		bodies = append(bodies, body)
+	bodies := make([]ast.Body, len(Stages))
+	for i, stage := range Stages {
+		bodies[i] = decisionQuery(c, stage)
+	}
+	p.paths = inputPaths(c, bodies...)
+	var peCtx context.Context
+	var skip []string
+	if peBudget > 0 && p.paths != nil {
+		skip = noInline(c)
+		var cancel context.CancelFunc
+		peCtx, cancel = context.WithTimeout(ctx, peBudget)
+		defer cancel()
+	}
+	for i, stage := range Stages {
+		body := bodies[i]
+		if peCtx != nil {
+			q, paths, err := partialQuery(peCtx, src, c, store, stage, body, p.paths, skip)
+			if err == nil {
+				p.queries[stage] = q
+				p.stagePaths[stage] = paths
+				p.partial++
+				continue
+			}
+			// Partial evaluation is only an optimisation: on any error
+			// (a ground part that fails or runs out of budget, a result
+			// that is not one query) the query is evaluated as written,
+			// which reports the same error per decision.
+		}
 		q, err := rego.New(
 			rego.ParsedQuery(body),
 			rego.Compiler(c),
@@ -129,14 +166,205 @@ func prepare(ctx context.Context, src *policySource, withTests bool) (*prepared,
 			rego.StrictBuiltinErrors(true),
 			rego.Capabilities(caps),
 			rego.Schemas(inputSchemaSet),
+			rego.GenerateJSON(keepAST),
 		).PrepareForEval(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("rules %s: prepare %s query: %w", src.name, stage, err)
 		}
 		p.queries[stage] = q
 	}
-	p.paths = inputPaths(c, bodies...)
 	return p, nil
+}
+
+// noInline lists the single-value rules (complete rules, functions,
+// object rules) that partial evaluation must not inline: those that can
+// produce two different values for one input. Evaluation reports that as
+// a conflict error (a 451 fail-safe); inlined into the caller, the
+// definitions would become alternatives and the conflict would go unseen.
+// Kept out of inlining, such a rule is copied into a support rule that
+// checks for conflicts at evaluation time. Rules whose every definition
+// has the same constant value (`allowed_sender if ...`, `domain_match(n, d)
+// if ...`) cannot conflict and are inlined (and folded away when data
+// decides them).
+func noInline(c *ast.Compiler) []string {
+	type group struct {
+		value    *ast.Term
+		mayClash bool
+	}
+	groups := map[string]*group{}
+	var order []string
+	names := make([]string, 0, len(c.Modules))
+	for n := range c.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		for _, r := range c.Modules[n].Rules {
+			if r.Default || r.Head.RuleKind() != ast.SingleValue {
+				continue
+			}
+			key := r.Ref().GroundPrefix().String()
+			g := groups[key]
+			if g == nil {
+				g = &group{value: r.Head.Value}
+				groups[key] = g
+				order = append(order, key)
+			}
+			for x := r; x != nil; x = x.Else {
+				v := x.Head.Value
+				if v == nil || !v.IsGround() || !v.Equal(g.value) {
+					g.mayClash = true
+				}
+			}
+		}
+	}
+	var out []string
+	for _, k := range order {
+		if groups[k].mayClash {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// membersAsSets turns `x in [...]` over a constant list of strings (a data
+// list folded in by partial evaluation, e.g. dangerous_content_types) into
+// `x in {...}`: membership of any value in a list of strings is membership
+// in the set of those strings, found by hash instead of by scanning.
+func membersAsSets(m *ast.Module) {
+	member := ast.Member.Ref()
+	asSet := func(args []*ast.Term) {
+		if len(args) != 2 {
+			return
+		}
+		arr, ok := args[1].Value.(*ast.Array)
+		if !ok || arr.Len() == 0 {
+			return
+		}
+		elems := make([]*ast.Term, 0, arr.Len())
+		for i := range arr.Len() {
+			t := arr.Elem(i)
+			if _, ok := t.Value.(ast.String); !ok {
+				return
+			}
+			elems = append(elems, t)
+		}
+		args[1] = ast.SetTerm(elems...)
+	}
+	ast.WalkExprs(m, func(e *ast.Expr) bool {
+		if e.IsCall() && e.Operator().Equal(member) {
+			asSet(e.Operands())
+		}
+		return false
+	})
+	ast.NewGenericVisitor(func(x any) bool {
+		if c, ok := x.(ast.Call); ok && len(c) > 0 {
+			if r, ok := c[0].Value.(ast.Ref); ok && r.Equal(member) {
+				asSet(c[1:])
+			}
+		}
+		return false
+	}).Walk(m)
+}
+
+// partialNamespace is the package of the rules partial evaluation writes.
+const partialNamespace = "__mxguard_partial__"
+
+// partialQuery partially evaluates the decision query of one stage at load
+// time: input.stage is known, every other input field the rules read
+// (paths) is unknown, data is known (the store of a revision never
+// changes). Rules guarded by another stage disappear, data lookups and
+// helper rules over data are folded (an empty allowed_senders list removes
+// allowed_sender, an empty blocked list removes its rule), and what remains
+// is compiled together with the original modules (rules it could not
+// inline are referenced, not copied) and prepared. It also returns the
+// input paths the prepared query can reach (reachablePaths), so that Eval
+// converts only those.
+func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store storage.Store, stage string, body ast.Body, paths *inputTree, noInline []string) (rego.PreparedEvalQuery, *inputTree, error) {
+	var none rego.PreparedEvalQuery
+	keys := make([]string, 0, len(paths.kids))
+	for k := range paths.kids {
+		if k != "stage" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	unknowns := make([]*ast.Term, len(keys))
+	for i, k := range keys {
+		unknowns[i] = ast.NewTerm(ast.InputRootRef.Append(ast.StringTerm(k)))
+	}
+	known := ast.NewObject(ast.Item(ast.InternedTerm("stage"), ast.StringTerm(stage)))
+	pq, err := rego.New(
+		rego.ParsedQuery(body),
+		rego.Compiler(c),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.StrictBuiltinErrors(true),
+		rego.Capabilities(caps),
+		rego.PartialNamespace(partialNamespace),
+		rego.DisableInlining(noInline),
+		rego.ParsedInput(known),
+		rego.ParsedUnknowns(unknowns),
+	).Partial(ctx)
+	if err != nil {
+		return none, nil, err
+	}
+	if len(pq.Queries) != 1 {
+		// 0: always undefined; >1: a disjunction. Both are rare enough
+		// to be evaluated as written.
+		return none, nil, fmt.Errorf("partial evaluation gave %d queries", len(pq.Queries))
+	}
+	// The result is `[conditions...;] __localqN__ = [sets...]`: bind the
+	// array to d again for rawFromBindings. The stage guard stays in front:
+	// the query of one stage given an input of another is undefined (an
+	// error), as with the query as written.
+	q := pq.Queries[0]
+	bad := fmt.Errorf("partial evaluation gave an unexpected query %v", q)
+	if len(q) == 0 || !q[len(q)-1].IsEquality() {
+		return none, nil, bad
+	}
+	last := q[len(q)-1]
+	lhs, rhs := last.Operand(0), last.Operand(1)
+	v, ok := lhs.Value.(ast.Var)
+	if _, isArr := rhs.Value.(*ast.Array); !ok || !isArr {
+		return none, nil, bad
+	}
+	query := ast.NewBody(ast.Equality.Expr(ast.MustParseTerm("input.stage"), ast.StringTerm(stage)))
+	for _, e := range q[:len(q)-1] {
+		if e.Vars(ast.VarVisitorParams{}).Contains(v) {
+			return none, nil, bad
+		}
+		query.Append(e.Copy())
+	}
+	query.Append(ast.Equality.Expr(ast.VarTerm("d"), rhs))
+	mods := map[string]*ast.Module{}
+	for n, m := range src.modules {
+		if !src.tests[n] {
+			mods[n] = m
+		}
+	}
+	for i, m := range pq.Support {
+		membersAsSets(m)
+		mods[fmt.Sprintf("__partialsupport__%s__%d__", stage, i)] = m
+	}
+	pc := newCompiler()
+	pc.Compile(mods)
+	if pc.Failed() {
+		return none, nil, pc.Errors
+	}
+	prep, err := rego.New(
+		rego.ParsedQuery(query),
+		rego.Compiler(pc),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.StrictBuiltinErrors(true),
+		rego.Capabilities(caps),
+		rego.GenerateJSON(keepAST),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return none, nil, err
+	}
+	return prep, reachablePaths(pc, query), nil
 }
 
 // staticModes returns data.mxguard.modes from the data files, or nil.
@@ -267,7 +495,7 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 		e.metrics.observe(d.Stage, d.Action, d.Duration)
 		return d, err
 	}
-	in, err := toInput(input, p.paths)
+	in, err := toStageInput(input, p.paths, p.stagePaths)
 	d.Input, d.Stage, d.TxnID = in.raw, in.stage, in.id
 	if err != nil {
 		return fail("input", fmt.Errorf("policy input: %w", err))
@@ -281,8 +509,11 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 	cancel := topdown.NewCancel()
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(e.opts.Timeout, func() { timedOut.Store(true); cancel.Cancel() })
-	stop := context.AfterFunc(ctx, cancel.Cancel)
-	rs, err := q.Eval(ctx, rego.EvalParsedInput(in.v), rego.EvalExternalCancel(cancel))
+	stop := func() bool { return false }
+	if ctx.Done() != nil { // context.Background and TODO never end
+		stop = context.AfterFunc(ctx, cancel.Cancel)
+	}
+	rs, err := q.Eval(ctx, rego.EvalParsedInput(in.v), rego.EvalExternalCancel(cancel), rego.EvalMetrics(opametrics.NoOp()))
 	timer.Stop()
 	stop()
 	if err != nil {
@@ -311,42 +542,84 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 	return built, nil
 }
 
+// keepAST hands the query's bindings back as AST terms: rawFromBindings
+// converts only the reasons (usually none) to Go values, instead of rego
+// converting the whole decision document on every evaluation.
+func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+
 func rawFromBindings(b rego.Vars, modes map[string]any) (rawDecision, error) {
-	r := rawDecision{sets: map[string][]any{}, modes: modes}
-	d, ok := b["d"].([]any)
-	if !ok || len(d) != len(actionSets)+2 {
+	r := rawDecision{modes: modes}
+	t, _ := b["d"].(*ast.Term)
+	if t == nil {
+		return r, invalid("decision document has the wrong shape")
+	}
+	d, ok := t.Value.(*ast.Array)
+	if !ok || d.Len() != len(actionSets)+2 {
 		return r, invalid("decision document has the wrong shape")
 	}
 	for i, s := range actionSets {
-		l, err := asList(s, d[i])
+		l, err := asList(s, d.Elem(i).Value)
 		if err != nil {
 			return r, err
 		}
-		r.sets[s] = l
+		r.sets[i] = l
 	}
-	h, err := asList("add_headers", d[len(actionSets)])
+	h, err := asList("add_headers", d.Elem(len(actionSets)).Value)
 	if err != nil {
 		return r, err
 	}
 	r.headers = h
-	if m := d[len(actionSets)+1]; m != nil {
-		mm, ok := m.(map[string]any)
+	if m := d.Elem(len(actionSets) + 1).Value; m.Compare(ast.NullValue) != 0 {
+		// The same conversion rego applies to a result (ast.JSON).
+		x, err := ast.JSON(m)
+		if err != nil {
+			return r, invalid("modes: %v", err)
+		}
+		mm, ok := x.(map[string]any)
 		if !ok {
-			return r, invalid("modes is %T, want an object", m)
+			return r, invalid("modes is %T, want an object", x)
 		}
 		r.modes = mm
 	}
 	return r, nil
 }
 
-func asList(name string, v any) ([]any, error) {
+// asList converts a set (or null) of the decision document to Go values
+// in the order rego's result conversion uses; an empty set allocates
+// nothing.
+func asList(name string, v ast.Value) ([]any, error) {
 	switch x := v.(type) {
-	case nil:
+	case ast.Null:
 		return nil, nil
-	case []any:
-		return x, nil
+	case ast.Set:
+		if x.Len() == 0 {
+			return nil, nil
+		}
+		out := make([]any, 0, x.Len())
+		err := x.Iter(func(e *ast.Term) error {
+			g, err := ast.JSON(e.Value)
+			if err != nil {
+				return err
+			}
+			out = append(out, g)
+			return nil
+		})
+		if err != nil {
+			return nil, invalid("%s: %v", name, err)
+		}
+		return out, nil
 	}
-	return nil, invalid("%s is %T, want a set", name, v)
+	return nil, invalid("%s is %s, want a set", name, typeName(v))
+}
+
+// typeName names a value's type like the Go type the JSON form of it has,
+// as the messages of the policy contract did before results stayed AST.
+func typeName(v ast.Value) string {
+	x, err := ast.JSON(v)
+	if err != nil {
+		return ast.ValueName(v)
+	}
+	return fmt.Sprintf("%T", x)
 }
 
 func stageAndID(obj ast.Object) (stage, id string) {

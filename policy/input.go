@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/valyala/fastjson"
@@ -38,6 +39,12 @@ func toValue(input any) (ast.Value, []byte, error) {
 // ast.InterfaceToValue, and only the parts the policy reads (paths; nil:
 // all) are converted (see BenchmarkInputConversion).
 func toInput(input any, paths *inputTree) (evalInput, error) {
+	return toStageInput(input, paths, nil)
+}
+
+// toStageInput is toInput where the paths to convert may depend on the
+// input's stage: byStage[stage] when present (nil: all), else paths.
+func toStageInput(input any, paths *inputTree, byStage map[string]*inputTree) (evalInput, error) {
 	var in evalInput
 	var b []byte
 	switch v := input.(type) {
@@ -77,82 +84,100 @@ func toInput(input any, paths *inputTree) (evalInput, error) {
 	}
 	in.stage = string(fv.GetStringBytes("stage"))
 	in.id = string(fv.GetStringBytes("id"))
+	if t, ok := byStage[in.stage]; ok {
+		paths = t
+	}
+	c := converter{kvs: make([][2]*ast.Term, 0, 32)}
 	if paths != nil {
-		in.v, err = fastToPrunedAST(fv, paths)
+		in.v, err = c.pruned(fv, paths)
 	} else {
-		in.v, err = fastToAST(fv, 0)
+		in.v, err = c.value(fv, 0)
 	}
 	return in, err
 }
 
 const maxInputDepth = 32
 
-func fastToAST(v *fastjson.Value, depth int) (ast.Value, error) {
-	if depth > maxInputDepth {
-		return nil, fmt.Errorf("input nested deeper than %d", maxInputDepth)
-	}
-	switch v.Type() {
-	case fastjson.TypeNull:
-		return ast.NullValue, nil
-	case fastjson.TypeTrue:
-		return ast.Boolean(true), nil
-	case fastjson.TypeFalse:
-		return ast.Boolean(false), nil
-	case fastjson.TypeString:
-		sb, _ := v.StringBytes()
-		if t, ok := commonTerms[string(sb)]; ok {
-			return t.Value, nil
-		}
-		return ast.String(sb), nil
-	case fastjson.TypeNumber:
-		// Keep the literal: it is exactly what encoding/json wrote.
-		var buf [32]byte
-		nb := v.MarshalTo(buf[:0])
-		if t := ast.InternedIntNumberTermFromString(string(nb)); t != nil {
-			return t.Value, nil
-		}
-		return ast.Number(nb), nil
-	case fastjson.TypeArray:
-		arr, _ := v.Array()
-		terms := make([]*ast.Term, len(arr))
-		for i, x := range arr {
-			t, err := fastToTerm(x, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			terms[i] = t
-		}
-		return ast.NewArray(terms...), nil
-	case fastjson.TypeObject:
-		o, _ := v.Object()
-		kvs := make([][2]*ast.Term, 0, o.Len())
-		var ferr error
-		o.Visit(func(k []byte, x *fastjson.Value) {
-			if ferr != nil {
-				return
-			}
-			t, err := fastToTerm(x, depth+1)
-			if err != nil {
-				ferr = err
-				return
-			}
-			kt, ok := commonTerms[string(k)]
-			if !ok {
-				kt = ast.StringTerm(string(k))
-			}
-			kvs = append(kvs, [2]*ast.Term{kt, t})
-		})
-		if ferr != nil {
-			return nil, ferr
-		}
-		return ast.NewObject(kvs...), nil
-	}
-	return nil, fmt.Errorf("unexpected JSON type %s", v.Type())
+// converter turns one parsed input into AST with few allocations: terms
+// come from slabs, string bytes from one arena, and the key/value pairs of
+// every object from one scratch stack (ast.NewObject copies them). The
+// input is small (a few kB) and lives for one evaluation; evaluation never
+// mutates input terms.
+type converter struct {
+	terms []ast.Term
+	kvs   [][2]*ast.Term
+	// arena holds the bytes of the input's strings, in chunks. Bytes once
+	// appended to a chunk are never written again (a full chunk is
+	// replaced, not grown in place), which is what makes the unsafe.String
+	// views of it immutable strings.
+	arena []byte
 }
 
-// fastToTerm is fastToAST for a term, sharing the immutable terms of
-// common scalars.
-func fastToTerm(v *fastjson.Value, depth int) (*ast.Term, error) {
+// termSlab is the number of terms allocated at once.
+const termSlab = 32
+
+// arenaChunk is the size of one string arena chunk: the strings the shipped
+// rules read from a typical record fit in one or two.
+const arenaChunk = 512
+
+// reserve makes room for n more bytes in the current arena chunk.
+func (c *converter) reserve(n int) {
+	if len(c.arena)+n > cap(c.arena) {
+		c.arena = make([]byte, 0, max(arenaChunk, n))
+	}
+}
+
+func (c *converter) term(v ast.Value) *ast.Term {
+	if len(c.terms) == cap(c.terms) {
+		c.terms = make([]ast.Term, 0, termSlab)
+	}
+	c.terms = append(c.terms, ast.Term{Value: v})
+	return &c.terms[len(c.terms)-1]
+}
+
+func (c *converter) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	c.reserve(len(b))
+	start := len(c.arena)
+	c.arena = append(c.arena, b...)
+	return unsafe.String(&c.arena[start], len(b))
+}
+
+// key returns the term of an object key, shared for the schema's names.
+func (c *converter) key(k []byte) *ast.Term {
+	if t, ok := commonTerms[string(k)]; ok {
+		return t
+	}
+	return c.term(ast.String(c.str(k)))
+}
+
+// object builds an object from the pairs pushed on the scratch stack
+// since mark.
+func (c *converter) object(mark int) ast.Object {
+	o := ast.NewObject(c.kvs[mark:]...)
+	clear(c.kvs[mark:])
+	c.kvs = c.kvs[:mark]
+	return o
+}
+
+func (c *converter) value(v *fastjson.Value, depth int) (ast.Value, error) {
+	t, err := c.termOf(v, depth)
+	if err != nil {
+		return nil, err
+	}
+	return t.Value, nil
+}
+
+// termOf converts v, sharing the immutable terms of common scalars.
+func (c *converter) termOf(v *fastjson.Value, depth int) (*ast.Term, error) {
+	switch v.Type() {
+	case fastjson.TypeArray, fastjson.TypeObject:
+		if depth > maxInputDepth {
+			return nil, fmt.Errorf("input nested deeper than %d", maxInputDepth)
+		}
+	}
 	switch v.Type() {
 	case fastjson.TypeNull:
 		return ast.InternedNullTerm, nil
@@ -165,13 +190,55 @@ func fastToTerm(v *fastjson.Value, depth int) (*ast.Term, error) {
 		if t, ok := commonTerms[string(sb)]; ok {
 			return t, nil
 		}
-		return ast.StringTerm(string(sb)), nil
+		return c.term(ast.String(c.str(sb))), nil
+	case fastjson.TypeNumber:
+		// Keep the literal: it is exactly what encoding/json wrote.
+		// MarshalTo of a number appends its text to the arena. A literal
+		// longer than the reserve grows the chunk by copying, which leaves
+		// the bytes of earlier strings untouched.
+		c.reserve(32)
+		start := len(c.arena)
+		c.arena = v.MarshalTo(c.arena)
+		if len(c.arena) == start {
+			return nil, errors.New("empty JSON number")
+		}
+		nb := unsafe.String(&c.arena[start], len(c.arena)-start)
+		if t := ast.InternedIntNumberTermFromString(nb); t != nil {
+			return t, nil
+		}
+		return c.term(ast.Number(nb)), nil
+	case fastjson.TypeArray:
+		arr, _ := v.Array()
+		terms := make([]*ast.Term, len(arr))
+		for i, x := range arr {
+			t, err := c.termOf(x, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			terms[i] = t
+		}
+		return c.term(ast.NewArray(terms...)), nil
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		mark := len(c.kvs)
+		var ferr error
+		o.Visit(func(k []byte, x *fastjson.Value) {
+			if ferr != nil {
+				return
+			}
+			t, err := c.termOf(x, depth+1)
+			if err != nil {
+				ferr = err
+				return
+			}
+			c.kvs = append(c.kvs, [2]*ast.Term{c.key(k), t})
+		})
+		if ferr != nil {
+			return nil, ferr
+		}
+		return c.term(c.object(mark)), nil
 	}
-	x, err := fastToAST(v, depth)
-	if err != nil {
-		return nil, err
-	}
-	return ast.NewTerm(x), nil
+	return nil, fmt.Errorf("unexpected JSON type %s", v.Type())
 }
 
 // commonTerms holds shared terms for the input's keys (every property name

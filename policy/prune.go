@@ -33,6 +33,66 @@ func (t *inputTree) child(k string) *inputTree {
 // variable, e.g. iteration): everything below is kept. A bare `input` (or
 // any use the walker cannot place) keeps the whole input: nil is returned.
 func inputPaths(c *ast.Compiler, queries ...ast.Body) *inputTree {
+	nodes := make([]any, 0, len(c.Modules)+len(queries))
+	for _, m := range c.Modules {
+		nodes = append(nodes, m)
+	}
+	for _, q := range queries {
+		nodes = append(nodes, q)
+	}
+	return inputPathsOf(nodes...)
+}
+
+// reachablePaths is inputPaths for the rules query can reach in c: the
+// input one stage's partially evaluated query reads, where rules folded
+// away by partial evaluation (or guarded by another stage) no longer count.
+// A data reference is followed to every rule at, above or below its ground
+// prefix, which over-approximates dynamic references.
+func reachablePaths(c *ast.Compiler, query ast.Body) *inputTree {
+	seen := map[*ast.Rule]bool{}
+	nodes := []any{query}
+	var queue []*ast.Rule
+	add := func(ref ast.Ref) {
+		for _, rule := range c.GetRules(ref) {
+			if !seen[rule] {
+				seen[rule] = true
+				queue = append(queue, rule)
+			}
+		}
+	}
+	var vis *ast.GenericVisitor
+	vis = ast.NewGenericVisitor(func(x any) bool {
+		switch v := x.(type) {
+		case ast.Var:
+			if v.Equal(ast.DefaultRootDocument.Value) {
+				add(ast.DefaultRootRef) // bare data: every rule
+			}
+		case ast.Ref:
+			if v[0].Equal(ast.DefaultRootDocument) {
+				add(v.GroundPrefix())
+			} else {
+				vis.Walk(v[0])
+			}
+			// Not the head (data itself), but refs nested in the parts.
+			for _, t := range v[1:] {
+				vis.Walk(t)
+			}
+			return true
+		}
+		return false
+	})
+	follow := func(x any) { vis.Walk(x) }
+	follow(query)
+	for len(queue) > 0 {
+		r := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		nodes = append(nodes, r)
+		follow(r)
+	}
+	return inputPathsOf(nodes...)
+}
+
+func inputPathsOf(nodes ...any) *inputTree {
 	root := &inputTree{}
 	var vis *ast.GenericVisitor
 	vis = ast.NewGenericVisitor(func(x any) bool {
@@ -67,11 +127,8 @@ func inputPaths(c *ast.Compiler, queries ...ast.Body) *inputTree {
 		}
 		return false
 	})
-	for _, m := range c.Modules {
-		vis.Walk(m)
-	}
-	for _, q := range queries {
-		vis.Walk(q)
+	for _, n := range nodes {
+		vis.Walk(n)
 	}
 	if root.all {
 		return nil
@@ -79,18 +136,18 @@ func inputPaths(c *ast.Compiler, queries ...ast.Body) *inputTree {
 	return root
 }
 
-// fastToPrunedAST converts the parts of v that t keeps.
-func fastToPrunedAST(v *fastjson.Value, t *inputTree) (ast.Value, error) {
+// pruned converts the parts of v that t keeps.
+func (c *converter) pruned(v *fastjson.Value, t *inputTree) (ast.Value, error) {
 	if t == nil || t.all {
-		return fastToAST(v, 1)
+		return c.value(v, 1)
 	}
 	o, err := v.Object()
 	if err != nil {
 		// Not an object where the policy expects one: keep it whole, the
 		// policy's refs into it are simply undefined.
-		return fastToAST(v, 1)
+		return c.value(v, 1)
 	}
-	kvs := make([][2]*ast.Term, 0, len(t.kids))
+	mark := len(c.kvs)
 	var ferr error
 	o.Visit(func(k []byte, x *fastjson.Value) {
 		if ferr != nil {
@@ -100,19 +157,15 @@ func fastToPrunedAST(v *fastjson.Value, t *inputTree) (ast.Value, error) {
 		if !ok {
 			return
 		}
-		val, err := fastToPrunedAST(x, sub)
+		val, err := c.pruned(x, sub)
 		if err != nil {
 			ferr = err
 			return
 		}
-		kt, ok := commonTerms[string(k)]
-		if !ok {
-			kt = ast.StringTerm(string(k))
-		}
-		kvs = append(kvs, [2]*ast.Term{kt, ast.NewTerm(val)})
+		c.kvs = append(c.kvs, [2]*ast.Term{c.key(k), c.term(val)})
 	})
 	if ferr != nil {
 		return nil, ferr
 	}
-	return ast.NewObject(kvs...), nil
+	return c.object(mark), nil
 }
