@@ -210,16 +210,8 @@ func (s *session) headerBlock(d policy.Decision, extra ...[]byte) []byte {
 	t := s.t
 	var b bytes.Buffer
 	b.Write(receivedHeader(t, o.Hostname, o.Now()))
-	spf := auth.AuthResSPF{MailFrom: t.Envelope.MailFrom, Helo: t.Client.Helo}
-	if t.Auth.SPF != nil {
-		spf.Result = t.Auth.SPF.Result
-	}
-	dm := auth.DMARCResult{}
-	if t.Auth.DMARC != nil {
-		dm = *t.Auth.DMARC
-	}
-	if s.opts().Resolver != nil {
-		b.Write(foldAuthRes(auth.FormatAuthResults(o.Hostname, spf, t.Auth.DKIM, dm)))
+	if o.Resolver != nil {
+		b.Write(foldAuthRes(AuthResults(o.Hostname, t)))
 	}
 	h := o.Headers
 	if d.Action == "" {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"strings"
 
@@ -26,19 +25,11 @@ type InspectInput struct {
 // policy eval --message` uses, so a dry run sees exactly the gateway's facts.
 // Rate limits are not counted and no policy runs.
 func Inspect(ctx context.Context, opts Options, in InspectInput, msg io.Reader) (*Transaction, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.MaxHeaderBytes <= 0 {
-		opts.MaxHeaderBytes = 1 << 20
-	}
-	if opts.SpoolMemory <= 0 {
-		opts.SpoolMemory = 1 << 20
-	}
+	opts.setDefaults()
 	if opts.MaxLineLength <= 0 {
 		opts.MaxLineLength = 2000
 	}
-	srv := &Server{opts: opts, log: opts.Logger, m: NewMetrics()}
+	srv := &Server{opts: opts, log: opts.Logger, m: opts.Metrics}
 	s := &session{srv: srv, gc: &gateConn{id: newID(), peer: in.IP}, base: ctx}
 	s.client = Client{IP: in.IP.String(), Helo: in.Helo, PTRResult: "none"}
 	if !validHelo(in.Helo) {

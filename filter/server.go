@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -87,6 +86,28 @@ type HeaderOptions struct {
 	Verdict, Reasons, DecisionID bool
 }
 
+// setDefaults fills the options NewServer and Inspect both rely on.
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Headers.Prefix == "" {
+		o.Headers.Prefix = "X-MXGuard-"
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 1 << 20
+	}
+	if o.SpoolMemory <= 0 {
+		o.SpoolMemory = 1 << 20
+	}
+}
+
 // Server is the SMTP front end.
 type Server struct {
 	opts Options
@@ -108,24 +129,7 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Router == nil {
 		return nil, errors.New("filter: a router is required")
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
-	}
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Headers.Prefix == "" {
-		opts.Headers.Prefix = "X-MXGuard-"
-	}
-	if opts.MaxHeaderBytes <= 0 {
-		opts.MaxHeaderBytes = 1 << 20
-	}
-	if opts.SpoolMemory <= 0 {
-		opts.SpoolMemory = 1 << 20
-	}
+	opts.setDefaults()
 	s := &Server{opts: opts, log: opts.Logger, m: opts.Metrics}
 	srv := smtp.NewServer(s)
 	srv.Domain = opts.Hostname
