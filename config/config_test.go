@@ -129,3 +129,29 @@ func TestRateFinerThanMicrosecondRefused(t *testing.T) {
 		t.Fatalf("1 GB/h refused: %v", err)
 	}
 }
+
+func TestRuntimeProblems(t *testing.T) {
+	base := "hostname: mx.test\ndomains: {a.test: {downstream: [\"h:25\"]}}\n"
+	for _, tc := range []struct{ yaml, path string }{
+		{"runtime: {gc_percent: 0}", "runtime.gc_percent"},
+		{"runtime: {gc_percent: -2}", "runtime.gc_percent"},
+		{"runtime: {gc_percent: -1}", "runtime.gc_percent"},
+		{"runtime: {memory_limit: -1}", "runtime.memory_limit"},
+		{"runtime: {memory_limit: 1048576}", "runtime.memory_limit"},
+		{"runtime: {gc_percent: -1, memory_limit: 1073741824}", ""},
+		{"runtime: {gc_percent: 100}", ""},
+	} {
+		_, err := Parse([]byte(base + tc.yaml + "\n"))
+		var ps Problems
+		errors.As(err, &ps)
+		if tc.path == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.yaml, err)
+			}
+			continue
+		}
+		if len(ps) != 1 || ps[0].Path != tc.path {
+			t.Errorf("%s: want one problem at %s, got %v", tc.yaml, tc.path, err)
+		}
+	}
+}

@@ -113,6 +113,7 @@ func Default() *Config {
 		Admin:    Admin{Listen: "127.0.0.1:9025"},
 		Log:      Log{Level: "info"},
 		Shutdown: Shutdown{Grace: 30 * time.Second},
+		Runtime:  Runtime{GCPercent: 400},
 	}
 }
 

@@ -39,6 +39,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg, os.Stderr)
+	gcPercent, memLimit := applyRuntime(cfg.Runtime, os.Getenv)
 	g, err := build(cfg, log)
 	if err != nil {
 		log.Error("startup failed", "err", err)
@@ -57,7 +58,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("mxguard started", "version", version, "listen", cfg.Listen, "admin", cfg.Admin.Listen,
-		"domains", len(cfg.Domains), "policy_revision", g.revision())
+		"domains", len(cfg.Domains), "policy_revision", g.revision(), "gc_percent", gcPercent, "memory_limit", memLimit)
 
 	for {
 		select {
