@@ -216,3 +216,31 @@ func BenchmarkInputConversion(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEvalStage is one decision per stage with the shipped rules: the
+// gateway makes connect and helo decisions once per session and mail, rcpt
+// and data decisions once per message (rcpt once per recipient).
+func BenchmarkEvalStage(b *testing.B) {
+	e, err := New(Options{Enforce: true, Timeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, stage := range Stages {
+		in := benchTxn()
+		in.Stage = stage
+		if stage != "data" {
+			in.Message = nil
+		}
+		b.Run(stage, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu := cpuTime()
+			for i := 0; i < b.N; i++ {
+				if _, err := e.Eval(ctx, &in); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}

@@ -23,7 +23,7 @@ type benchOptions struct {
 	c, k, n  int           // sessions, messages per session, sender domains
 	reps     int           // runs of each path per size
 	maxDur   time.Duration // hard bound of one run
-	paths    []int         // which of 1, 2, 3
+	paths    []int         // which of 1, 2, 3, 4
 	outDir   string        // profiles go here
 	profile  bool
 	profSecs int
@@ -40,13 +40,14 @@ var pathNames = map[int]string{
 	1: "1 direct to sink",
 	2: "2 mxguard, all checks",
 	3: "3 mxguard, relay only",
+	4: "4 bare go-smtp proxy",
 }
 
 // runRecord is one measured run.
 type runRecord struct {
 	path, size, rep int
 	res             runResult
-	gwCPU           time.Duration // gateway CPU during the run (paths 2, 3)
+	gwCPU           time.Duration // gateway (or proxy) CPU during the run (paths 2, 3, 4)
 }
 
 // cell aggregates the runs of one path and size.
@@ -170,6 +171,12 @@ func runBench(o benchOptions, out, log io.Writer) error {
 		return err
 	}
 	defer e.close()
+	var self string // path 4 runs this binary's hidden proxy subcommand
+	if want[4] {
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("path 4: own executable: %w", err)
+		}
+	}
 	if o.profile && o.outDir != "" {
 		if err := os.MkdirAll(o.outDir, 0o755); err != nil {
 			return err
@@ -187,11 +194,16 @@ func runBench(o benchOptions, out, log io.Writer) error {
 			return err
 		}
 		gws := map[int]*gateway{}
-		for _, p := range []int{2, 3} {
+		for _, p := range []int{2, 3, 4} {
 			if !want[p] {
 				continue
 			}
-			g, err := startGateway(e.bin, e.tmp, e.spec(p == 2, o.profile))
+			var g *gateway
+			if p == 4 {
+				g, err = startProxy(self, e.tmp, e.sink.Addr())
+			} else {
+				g, err = startGateway(e.bin, e.tmp, e.spec(p == 2, o.profile))
+			}
 			if err != nil {
 				stopAll(gws, log)
 				return fmt.Errorf("path %d gateway: %w", p, err)

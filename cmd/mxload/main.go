@@ -1,12 +1,14 @@
 // Command mxload is mxguard's load benchmark. It sends DKIM-signed mail from
 // N sender domains (SPF, DKIM and DMARC p=reject published by an in-process
-// authoritative DNS server on loopback) over three paths, alternating runs:
+// authoritative DNS server on loopback) over four paths, alternating runs:
 //
 //  1. directly to a discarding SMTP sink (the ceiling);
 //  2. through an mxguard process with every check on (SPF, DKIM, DMARC,
 //     FCrDNS, rate limits on a private redis-server, the shipped rules, a
 //     decision log file, metrics);
-//  3. through an mxguard process with the checks off (relay only).
+//  3. through an mxguard process with the checks off (relay only);
+//  4. through a bare go-smtp lockstep proxy process (`mxload proxy`, hidden):
+//     the floor of any relay built from the same library.
 //
 // and reports medians of msgs/s, transaction latency, the gateway's CPU per
 // 1,000 messages, its peak RSS and the ratio to path 1. Everything runs on
@@ -15,6 +17,7 @@
 //	mxload bench [flags]   the three-path benchmark (default)
 //	mxload idle  [flags]   hold many idle connections, report RSS per connection
 //	mxload leak  [flags]   long run; goroutine and fd counts before and after
+//	mxload large [flags]   many large messages at once: memory budget, spool files, crash recovery
 package main
 
 import (
@@ -36,6 +39,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		mode, args = args[0], args[1:]
 	}
+	if mode == "proxy" { // path 4's relay, started by bench; its own flags
+		return runProxyCmd(args, stderr)
+	}
 	fs := flag.NewFlagSet("mxload "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sizes := fs.String("sizes", "4KiB,64KiB,1MiB", "message sizes (bench)")
@@ -46,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 10, "sender domains")
 	reps := fs.Int("reps", 3, "runs of each path per size (bench)")
 	maxDur := fs.Duration("max-run", 15*time.Second, "hard time bound of one run")
-	paths := fs.String("paths", "1,2,3", "paths to run (bench)")
+	paths := fs.String("paths", "1,2,3,4", "paths to run (bench)")
 	profile := fs.Bool("profile", false, "fetch CPU and heap profiles of the gateways (needs admin.pprof)")
 	profSecs := fs.Int("profile-seconds", 8, "length of the CPU profile")
 	outDir := fs.String("out", "bench-out", "directory for profiles")
@@ -56,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	conns := fs.Int("conns", 10000, "idle connections to hold (idle)")
 	leakMsgs := fs.Int("leak-m", 20000, "messages of the long run (leak)")
 	leakDur := fs.Duration("leak-dur", 45*time.Second, "time bound of the long run (leak)")
+	largeOpts := addLargeFlags(fs)
 	fs.BoolVar(&keepTmp, "keep", false, "keep the work directory (configs, gateway logs, decision logs)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -92,8 +99,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "mxload leak:", err)
 			return 1
 		}
+	case "large":
+		o, err := largeOpts()
+		if err != nil {
+			fmt.Fprintln(stderr, "mxload large:", err)
+			return 2
+		}
+		if err := runLarge(o, stdout, stderr); err != nil {
+			fmt.Fprintln(stderr, "mxload large:", err)
+			return 1
+		}
 	default:
-		fmt.Fprintf(stderr, "mxload: unknown mode %q (bench, idle, leak)\n", mode)
+		fmt.Fprintf(stderr, "mxload: unknown mode %q (bench, idle, leak, large)\n", mode)
 		return 2
 	}
 	return 0
@@ -135,8 +152,8 @@ func parsePaths(s string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || v < 1 || v > 3 {
-			return nil, fmt.Errorf("bad path %q (1, 2 or 3)", f)
+		if err != nil || v < 1 || v > 4 {
+			return nil, fmt.Errorf("bad path %q (1, 2, 3 or 4)", f)
 		}
 		out = append(out, v)
 	}
