@@ -122,6 +122,11 @@ func messageFacts(msg io.Reader, lim MIMELimits, recoverPanics bool) ([]Attachme
 	sc := mimeScratchPool.Get().(*mimeScratch)
 	defer mimeScratchPool.Put(sc)
 	w.buf, w.urls.win = sc.copy[:], sc.win[:]
+	if sc.root == nil {
+		sc.root = bufio.NewReader(nil)
+	}
+	w.root = sc.root
+	defer sc.root.Reset(nil) // drop the message for the GC while pooled
 	func() {
 		if recoverPanics {
 			defer func() {
@@ -143,6 +148,7 @@ type mimeWalker struct {
 	atts    []Attachment
 	urls    urlScanner
 	buf     []byte // shared copy buffer
+	root    *bufio.Reader
 }
 
 func newMIMEWalker(lim MIMELimits) *mimeWalker {
@@ -182,6 +188,7 @@ func (w *mimeWalker) copyBuf() []byte {
 type mimeScratch struct {
 	copy [mimeCopyBufSize]byte
 	win  [urlChunk + urlKeep]byte
+	root *bufio.Reader // reads the root message; nested ones get their own
 }
 
 var mimeScratchPool = sync.Pool{New: func() any { return new(mimeScratch) }}
@@ -210,7 +217,13 @@ func (b *mimeBudgetReader) Read(p []byte) (int, error) {
 // message reads one message (the root, or the body of a message/rfc822
 // part at the given depth) and walks its content.
 func (w *mimeWalker) message(r io.Reader, depth int) {
-	br := bufio.NewReader(r)
+	var br *bufio.Reader
+	if depth == 0 && w.root != nil {
+		br = w.root
+		br.Reset(r)
+	} else {
+		br = bufio.NewReader(r)
+	}
 	h, bad, err := readContentHeader(br)
 	if bad || err != nil {
 		w.setProblem(MIMEMalformed)
@@ -288,7 +301,8 @@ func readContentHeader(br *bufio.Reader) (h textproto.Header, bad bool, err erro
 		kept = append(kept, '\r', '\n')
 	}
 	kept = append(kept, '\r', '\n')
-	h, err = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(kept)))
+	// kept is all there is to read: a reader of its size, not 4 KiB.
+	h, err = textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(kept), len(kept)))
 	if err != nil {
 		bad = true
 	}
