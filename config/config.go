@@ -235,8 +235,10 @@ type Runtime struct {
 	// until MemoryLimit is reached.
 	GCPercent int `yaml:"gc_percent"`
 	// MemoryLimit is the soft memory limit (GOMEMLIMIT) in bytes: near it
-	// the collector runs as often as needed regardless of GCPercent. 0 =
-	// none.
+	// the collector runs as often as needed regardless of GCPercent, which
+	// is what keeps a high GCPercent from multiplying the heap when large
+	// messages fill data.memory_budget. 0 = automatic: data.memory_budget
+	// plus 256 MiB for everything else; -1 = none.
 	MemoryLimit int64 `yaml:"memory_limit"`
 }
 

@@ -135,8 +135,10 @@ func TestRuntimeProblems(t *testing.T) {
 	for _, tc := range []struct{ yaml, path string }{
 		{"runtime: {gc_percent: 0}", "runtime.gc_percent"},
 		{"runtime: {gc_percent: -2}", "runtime.gc_percent"},
-		{"runtime: {gc_percent: -1}", "runtime.gc_percent"},
-		{"runtime: {memory_limit: -1}", "runtime.memory_limit"},
+		{"runtime: {gc_percent: -1, memory_limit: -1}", "runtime.gc_percent"},
+		{"runtime: {memory_limit: -2}", "runtime.memory_limit"},
+		{"runtime: {gc_percent: -1}", ""},
+		{"runtime: {memory_limit: -1}", ""},
 		{"runtime: {memory_limit: 1048576}", "runtime.memory_limit"},
 		{"runtime: {gc_percent: -1, memory_limit: 1073741824}", ""},
 		{"runtime: {gc_percent: 100}", ""},

@@ -242,11 +242,12 @@ func (c *Config) Validate() Problems {
 	if c.Runtime.GCPercent < -1 || c.Runtime.GCPercent == 0 {
 		add("runtime.gc_percent", "must be positive, or -1 (collect only near runtime.memory_limit), not %d", c.Runtime.GCPercent)
 	}
-	if c.Runtime.MemoryLimit < 0 {
-		add("runtime.memory_limit", "must not be negative")
-	} else if c.Runtime.GCPercent == -1 && c.Runtime.MemoryLimit == 0 {
-		add("runtime.gc_percent", "-1 needs runtime.memory_limit: without it the heap would grow without bound")
-	} else if c.Runtime.MemoryLimit > 0 && c.Runtime.MemoryLimit < c.Data.MemoryBudget {
+	switch {
+	case c.Runtime.MemoryLimit < -1:
+		add("runtime.memory_limit", "must be a byte count, 0 (automatic) or -1 (none), not %d", c.Runtime.MemoryLimit)
+	case c.Runtime.GCPercent == -1 && c.Runtime.MemoryLimit == -1:
+		add("runtime.gc_percent", "-1 needs a runtime.memory_limit: without one the heap would grow without bound")
+	case c.Runtime.MemoryLimit > 0 && c.Runtime.MemoryLimit < c.Data.MemoryBudget:
 		add("runtime.memory_limit", "is smaller than data.memory_budget: the collector would run constantly once messages fill the budget")
 	}
 	switch c.Log.Level {

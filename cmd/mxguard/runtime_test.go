@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"runtime/debug"
 	"testing"
 
@@ -15,7 +16,15 @@ func TestApplyRuntime(t *testing.T) {
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
 
-	gc, limit := applyRuntime(config.Runtime{GCPercent: 400, MemoryLimit: 1 << 30}, getenv)
+	gc, limit := applyRuntime(config.Runtime{GCPercent: 400}, 64<<20, getenv)
+	if want := fmt.Sprint(64<<20 + autoLimitExtra); gc != "400" || limit != want {
+		t.Errorf("automatic limit: gc %q limit %q, want %s", gc, limit, want)
+	}
+	gc, limit = applyRuntime(config.Runtime{GCPercent: -1, MemoryLimit: 1 << 30}, 64<<20, getenv)
+	if gc != "off" || limit != "1073741824" {
+		t.Errorf("gc off: gc %q limit %q", gc, limit)
+	}
+	gc, limit = applyRuntime(config.Runtime{GCPercent: 400, MemoryLimit: 1 << 30}, 64<<20, getenv)
 	if gc != "400" || limit != "1073741824" {
 		t.Errorf("from the file: gc %q limit %q", gc, limit)
 	}
@@ -28,7 +37,7 @@ func TestApplyRuntime(t *testing.T) {
 
 	// The environment wins: the runtime already read it at start.
 	env["GOGC"], env["GOMEMLIMIT"] = "150", "2GiB"
-	gc, limit = applyRuntime(config.Runtime{GCPercent: 400, MemoryLimit: 1 << 30}, getenv)
+	gc, limit = applyRuntime(config.Runtime{GCPercent: 400, MemoryLimit: 1 << 30}, 64<<20, getenv)
 	if gc != "GOGC=150" || limit != "GOMEMLIMIT=2GiB" {
 		t.Errorf("from the environment: gc %q limit %q", gc, limit)
 	}

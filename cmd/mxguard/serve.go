@@ -39,7 +39,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg, os.Stderr)
-	gcPercent, memLimit := applyRuntime(cfg.Runtime, os.Getenv)
+	gcPercent, memLimit := applyRuntime(cfg.Runtime, cfg.Data.MemoryBudget, os.Getenv)
 	g, err := build(cfg, log)
 	if err != nil {
 		log.Error("startup failed", "err", err)
