@@ -101,7 +101,7 @@ func Default() *Config {
 			Concurrency: Concurrency{LeaseTTL: 2 * time.Minute},
 		},
 		Policy: Policy{
-			Timeout: 200 * time.Millisecond,
+			Timeout: time.Second,
 		},
 		Quarantine: Quarantine{
 			Backend:         "dir",

@@ -35,7 +35,7 @@ type Options struct {
 	// Enforce false runs the whole policy in dry-run: reasons are reported
 	// in Decision.DryRun and the action is accept.
 	Enforce bool
-	// Timeout bounds one evaluation; 0 means 200ms.
+	// Timeout bounds one evaluation; 0 means DefaultTimeout.
 	Timeout time.Duration
 	// HeaderPrefix is the only prefix add_headers may use; "" means "X-MXGuard-".
 	HeaderPrefix string
@@ -44,7 +44,7 @@ type Options struct {
 }
 
 // DefaultTimeout bounds one evaluation when Options.Timeout is 0.
-const DefaultTimeout = 200 * time.Millisecond
+const DefaultTimeout = time.Second
 
 // DefaultHeaderPrefix is the prefix of headers the policy may add.
 const DefaultHeaderPrefix = "X-MXGuard-"
