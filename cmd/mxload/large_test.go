@@ -70,7 +70,9 @@ func TestLargeChecks(t *testing.T) {
 		edit func(*largeReport)
 		want string
 	}{
-		{"one message missing at the sink", func(r *largeReport) { r.sinkDelivered = 9 }, "accepted at the sink: 9 of 10"},
+		{"one message missing at the sink", func(r *largeReport) { r.sinkDelivered = 9 }, "are at the sink (9)"},
+		{"one message neither delivered nor tempfailed", func(r *largeReport) { r.r1.delivered = 9; r.sinkDelivered = 9 }, "9 of 10 answered 250"},
+		{"a tempfail is not a loss", func(r *largeReport) { r.r1.delivered = 9; r.sinkDelivered = 9; r.r1.tempfailed = 1 }, ""},
 		{"1 kB over the limit", func(r *largeReport) { r.hwm++ }, "peak RSS − before"},
 		{"nothing spilled", func(r *largeReport) { r.maxFiles = 0 }, "up to 0 files"},
 		{"a file left", func(r *largeReport) { r.filesLeft = 1 }, "left after every session closed: 1"},
@@ -84,6 +86,12 @@ func TestLargeChecks(t *testing.T) {
 			r := good
 			tt.edit(&r)
 			f := failing(r)
+			if tt.want == "" {
+				if len(f) != 0 {
+					t.Errorf("failing checks = %q, want none", f)
+				}
+				return
+			}
 			if len(f) != 1 || !strings.Contains(f[0], tt.want) {
 				t.Errorf("failing checks = %q, want one containing %q", f, tt.want)
 			}
@@ -109,6 +117,9 @@ func TestLargeConfig(t *testing.T) {
 	}
 	if cfg.Limits.MaxConns < 200 || cfg.Limits.MaxConnsPerIP < 200 || cfg.Limits.MaxMessageBytes < 10<<20 {
 		t.Errorf("limits = %+v", cfg.Limits)
+	}
+	if cfg.Runtime.MemoryLimit != o.memoryLimit() || cfg.Runtime.MemoryLimit < cfg.Data.MemoryBudget {
+		t.Errorf("runtime.memory_limit %d, want %d", cfg.Runtime.MemoryLimit, o.memoryLimit())
 	}
 	if cfg.Log.Level != "info" {
 		t.Errorf("log level %q: the spool clean-up line would not be logged", cfg.Log.Level)
