@@ -72,6 +72,9 @@ type prepared struct {
 	// reach (nil: all); it is smaller than paths, e.g. only ratelimit at
 	// connect with the shipped rules.
 	stagePaths map[string]*inputTree
+	// caches hold decisions of the stages that may be cached (see
+	// decisionCache); a stage without one is evaluated every time.
+	caches map[string]*decisionCache
 }
 
 // New compiles the rules, runs their own *_test.rego tests and prepares one
@@ -118,7 +121,7 @@ func prepare(ctx context.Context, src *policySource, withTests bool, peBudget ti
 		return nil, err
 	}
 	p := &prepared{rev: src.rev, src: src, queries: map[string]rego.PreparedEvalQuery{}, meta: ruleMeta(src), modes: staticModes(src),
-		stagePaths: map[string]*inputTree{}}
+		stagePaths: map[string]*inputTree{}, caches: map[string]*decisionCache{}}
 	if withTests {
 		res, err := runTests(ctx, src, 10*time.Second, nil)
 		if err != nil {
@@ -146,10 +149,13 @@ func prepare(ctx context.Context, src *policySource, withTests bool, peBudget ti
 	for i, stage := range Stages {
 		body := bodies[i]
 		if peCtx != nil {
-			q, paths, err := partialQuery(peCtx, src, c, store, stage, body, p.paths, skip)
+			q, paths, cacheable, err := partialQuery(peCtx, src, c, store, stage, body, p.paths, skip)
 			if err == nil {
 				p.queries[stage] = q
 				p.stagePaths[stage] = paths
+				if cacheable && paths != nil {
+					p.caches[stage] = newDecisionCache()
+				}
 				p.partial++
 				continue
 			}
@@ -280,7 +286,7 @@ const partialNamespace = "__mxguard_partial__"
 // inline are referenced, not copied) and prepared. It also returns the
 // input paths the prepared query can reach (reachablePaths), so that Eval
 // converts only those.
-func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store storage.Store, stage string, body ast.Body, paths *inputTree, noInline []string) (rego.PreparedEvalQuery, *inputTree, error) {
+func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store storage.Store, stage string, body ast.Body, paths *inputTree, noInline []string) (_ rego.PreparedEvalQuery, _ *inputTree, cacheable bool, _ error) {
 	var none rego.PreparedEvalQuery
 	keys := make([]string, 0, len(paths.kids))
 	for k := range paths.kids {
@@ -307,12 +313,12 @@ func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store
 		rego.ParsedUnknowns(unknowns),
 	).Partial(ctx)
 	if err != nil {
-		return none, nil, err
+		return none, nil, false, err
 	}
 	if len(pq.Queries) != 1 {
 		// 0: always undefined; >1: a disjunction. Both are rare enough
 		// to be evaluated as written.
-		return none, nil, fmt.Errorf("partial evaluation gave %d queries", len(pq.Queries))
+		return none, nil, false, fmt.Errorf("partial evaluation gave %d queries", len(pq.Queries))
 	}
 	// The result is `[conditions...;] __localqN__ = [sets...]`: bind the
 	// array to d again for rawFromBindings. The stage guard stays in front:
@@ -321,18 +327,18 @@ func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store
 	q := pq.Queries[0]
 	bad := fmt.Errorf("partial evaluation gave an unexpected query %v", q)
 	if len(q) == 0 || !q[len(q)-1].IsEquality() {
-		return none, nil, bad
+		return none, nil, false, bad
 	}
 	last := q[len(q)-1]
 	lhs, rhs := last.Operand(0), last.Operand(1)
 	v, ok := lhs.Value.(ast.Var)
 	if _, isArr := rhs.Value.(*ast.Array); !ok || !isArr {
-		return none, nil, bad
+		return none, nil, false, bad
 	}
 	query := ast.NewBody(ast.Equality.Expr(ast.MustParseTerm("input.stage"), ast.StringTerm(stage)))
 	for _, e := range q[:len(q)-1] {
 		if e.Vars(ast.VarVisitorParams{}).Contains(v) {
-			return none, nil, bad
+			return none, nil, false, bad
 		}
 		query.Append(e.Copy())
 	}
@@ -350,7 +356,7 @@ func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store
 	pc := newCompiler()
 	pc.Compile(mods)
 	if pc.Failed() {
-		return none, nil, pc.Errors
+		return none, nil, false, pc.Errors
 	}
 	prep, err := rego.New(
 		rego.ParsedQuery(query),
@@ -362,9 +368,9 @@ func partialQuery(ctx context.Context, src *policySource, c *ast.Compiler, store
 		rego.GenerateJSON(keepAST),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return none, nil, err
+		return none, nil, false, err
 	}
-	return prep, reachablePaths(pc, query), nil
+	return prep, reachablePaths(pc, query), deterministic(pc, query), nil
 }
 
 // staticModes returns data.mxguard.modes from the data files, or nil.
@@ -495,10 +501,36 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 		e.metrics.observe(d.Stage, d.Action, d.Duration)
 		return d, err
 	}
-	in, err := toStageInput(input, p.paths, p.stagePaths)
+	in, pi, err := parseInput(input)
+	defer pi.release()
 	d.Input, d.Stage, d.TxnID = in.raw, in.stage, in.id
 	if err != nil {
 		return fail("input", fmt.Errorf("policy input: %w", err))
+	}
+	paths := p.paths
+	if t, ok := p.stagePaths[in.stage]; ok {
+		paths = t
+	}
+	cache := p.caches[in.stage]
+	var key []byte
+	if cache != nil && pi.fv != nil {
+		var kb [512]byte
+		if k, ok := cacheKey(kb[:0], pi.fv, paths); ok {
+			key = k
+			if hit, ok := cache.get(key); ok {
+				hit.ID, hit.TxnID, hit.Stage, hit.Input = d.ID, d.TxnID, d.Stage, d.Input
+				hit.Duration = time.Since(start)
+				e.metrics.cacheHits.Inc()
+				e.metrics.observe(hit.Stage, hit.Action, hit.Duration)
+				return hit, nil
+			}
+		}
+	}
+	if pi.fv != nil {
+		in.v, err = pi.convert(paths)
+		if err != nil {
+			return fail("input", fmt.Errorf("policy input: %w", err))
+		}
 	}
 	q, ok := p.queries[d.Stage]
 	if !ok {
@@ -537,6 +569,9 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 		return fail("invalid", fmt.Errorf("policy eval %s: %w", d.Stage, err))
 	}
 	built.ID, built.TxnID, built.Stage, built.Revision, built.Input = d.ID, d.TxnID, d.Stage, d.Revision, d.Input
+	if key != nil {
+		cache.put(key, built)
+	}
 	built.Duration = time.Since(start)
 	e.metrics.observe(built.Stage, built.Action, built.Duration)
 	return built, nil

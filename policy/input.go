@@ -45,19 +45,59 @@ func toInput(input any, paths *inputTree) (evalInput, error) {
 // toStageInput is toInput where the paths to convert may depend on the
 // input's stage: byStage[stage] when present (nil: all), else paths.
 func toStageInput(input any, paths *inputTree, byStage map[string]*inputTree) (evalInput, error) {
+	in, pi, err := parseInput(input)
+	defer pi.release()
+	if err != nil || pi.fv == nil {
+		return in, err
+	}
+	if t, ok := byStage[in.stage]; ok {
+		paths = t
+	}
+	in.v, err = pi.convert(paths)
+	return in, err
+}
+
+// parsedInput is an input parsed but not yet converted to AST.
+type parsedInput struct {
+	fv *fastjson.Value // nil for an ast.Value input (or on error)
+	p  *fastjson.Parser
+}
+
+// release returns the parser; fv is invalid after.
+func (pi *parsedInput) release() {
+	if pi.p != nil {
+		parserPool.Put(pi.p)
+		pi.p, pi.fv = nil, nil
+	}
+}
+
+// convert turns the parts of the input that paths keeps into AST.
+func (pi *parsedInput) convert(paths *inputTree) (ast.Value, error) {
+	c := converter{kvs: make([][2]*ast.Term, 0, 32)}
+	if paths != nil {
+		return c.pruned(pi.fv, paths)
+	}
+	return c.value(pi.fv, 0)
+}
+
+// parseInput encodes the input to JSON once (the bytes are kept for the
+// decision log) and parses it with fastjson, reading stage and id. An
+// ast.Value input is taken as it is (in.v set, pi.fv nil).
+func parseInput(input any) (evalInput, parsedInput, error) {
 	var in evalInput
+	var pi parsedInput
 	var b []byte
 	switch v := input.(type) {
 	case nil:
-		return in, errors.New("no input")
+		return in, pi, errors.New("no input")
 	case ast.Value:
 		obj, ok := v.(ast.Object)
 		if !ok {
-			return in, errors.New("input is not an object")
+			return in, pi, errors.New("input is not an object")
 		}
 		in.v = v
 		in.stage, in.id = stageAndID(obj)
-		return in, nil
+		return in, pi, nil
 	case json.RawMessage:
 		b = v
 	case []byte:
@@ -66,34 +106,25 @@ func toStageInput(input any, paths *inputTree, byStage map[string]*inputTree) (e
 		var err error
 		b, err = json.Marshal(input)
 		if err != nil {
-			return in, err
+			return in, pi, err
 		}
 	}
 	in.raw = b
 	if len(b) > maxInputBytes {
-		return in, fmt.Errorf("input larger than %d bytes", maxInputBytes)
+		return in, pi, fmt.Errorf("input larger than %d bytes", maxInputBytes)
 	}
-	p := parserPool.Get()
-	defer parserPool.Put(p)
-	fv, err := p.ParseBytes(b)
+	pi.p = parserPool.Get()
+	fv, err := pi.p.ParseBytes(b)
 	if err != nil {
-		return in, err
+		return in, pi, err
 	}
 	if fv.Type() != fastjson.TypeObject {
-		return in, errors.New("input is not a JSON object")
+		return in, pi, errors.New("input is not a JSON object")
 	}
+	pi.fv = fv
 	in.stage = string(fv.GetStringBytes("stage"))
 	in.id = string(fv.GetStringBytes("id"))
-	if t, ok := byStage[in.stage]; ok {
-		paths = t
-	}
-	c := converter{kvs: make([][2]*ast.Term, 0, 32)}
-	if paths != nil {
-		in.v, err = c.pruned(fv, paths)
-	} else {
-		in.v, err = c.value(fv, 0)
-	}
-	return in, err
+	return in, pi, nil
 }
 
 const maxInputDepth = 32

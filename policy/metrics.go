@@ -12,6 +12,7 @@ type metrics struct {
 	latency   prometheus.Histogram
 	reloads   *prometheus.CounterVec
 	revision  *prometheus.GaugeVec
+	cacheHits prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -37,6 +38,10 @@ func newMetrics() *metrics {
 			Name: "mxguard_policy_revision_info",
 			Help: "The policy revision in use (hash of the rule and data files); value 1.",
 		}, []string{"revision"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxguard_policy_cache_hits_total",
+			Help: "Decisions answered from the decision cache: the part of the input the stage's rules read was the same as for an earlier decision of the same policy revision.",
+		}),
 	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("refused")
@@ -64,5 +69,5 @@ func (m *metrics) setRevision(rev string) {
 // action, errors by kind, evaluation latency, reloads ok/refused and the
 // revision in use.
 func (e *Engine) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{e.metrics.decisions, e.metrics.errors, e.metrics.latency, e.metrics.reloads, e.metrics.revision}
+	return []prometheus.Collector{e.metrics.decisions, e.metrics.errors, e.metrics.latency, e.metrics.reloads, e.metrics.revision, e.metrics.cacheHits}
 }

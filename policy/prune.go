@@ -14,6 +14,59 @@ import (
 type inputTree struct {
 	all  bool // keep everything below
 	kids map[string]*inputTree
+	// any applies to every key or index at this level: a reference that
+	// iterates (input.ratelimit[k].allowed) keeps only allowed under every
+	// key, not the whole object. finish merges it into kids.
+	any *inputTree
+}
+
+func (t *inputTree) anyChild() *inputTree {
+	if t.any == nil {
+		t.any = &inputTree{}
+	}
+	return t.any
+}
+
+// union adds everything o keeps to t.
+func (t *inputTree) union(o *inputTree) {
+	if o == nil || t.all {
+		return
+	}
+	if o.all {
+		*t = inputTree{all: true}
+		return
+	}
+	for k, c := range o.kids {
+		t.child(k).union(c)
+	}
+	if o.any != nil {
+		t.anyChild().union(o.any)
+	}
+}
+
+// finish makes every explicit child also keep what any keeps (a key
+// read by name is also reached by iteration), bottom up.
+func (t *inputTree) finish() {
+	if t == nil || t.all {
+		return
+	}
+	if t.any != nil {
+		t.any.finish()
+		for _, c := range t.kids {
+			c.union(t.any)
+		}
+	}
+	for _, c := range t.kids {
+		c.finish()
+	}
+}
+
+// sub returns the subtree that applies to key k, or nil when k is not kept.
+func (t *inputTree) sub(k string) *inputTree {
+	if c, ok := t.kids[k]; ok {
+		return c
+	}
+	return t.any
 }
 
 func (t *inputTree) child(k string) *inputTree {
@@ -29,9 +82,10 @@ func (t *inputTree) child(k string) *inputTree {
 }
 
 // inputPaths collects every reference to input in the compiled modules and
-// queries. A reference is kept up to its first non-constant part (a
-// variable, e.g. iteration): everything below is kept. A bare `input` (or
-// any use the walker cannot place) keeps the whole input: nil is returned.
+// queries. A reference is kept to its end, and everything below that;
+// a non-string part (a variable, e.g. iteration, or an index) stands for
+// every key or index at its level. A bare `input` (or any use the walker
+// cannot place) keeps the whole input: nil is returned.
 func inputPaths(c *ast.Compiler, queries ...ast.Body) *inputTree {
 	nodes := make([]any, 0, len(c.Modules)+len(queries))
 	for _, m := range c.Modules {
@@ -49,6 +103,11 @@ func inputPaths(c *ast.Compiler, queries ...ast.Body) *inputTree {
 // A data reference is followed to every rule at, above or below its ground
 // prefix, which over-approximates dynamic references.
 func reachablePaths(c *ast.Compiler, query ast.Body) *inputTree {
+	return inputPathsOf(reachable(c, query)...)
+}
+
+// reachable returns query and every rule of c it can reach.
+func reachable(c *ast.Compiler, query ast.Body) []any {
 	seen := map[*ast.Rule]bool{}
 	nodes := []any{query}
 	var queue []*ast.Rule
@@ -81,15 +140,14 @@ func reachablePaths(c *ast.Compiler, query ast.Body) *inputTree {
 		}
 		return false
 	})
-	follow := func(x any) { vis.Walk(x) }
-	follow(query)
+	vis.Walk(query)
 	for len(queue) > 0 {
 		r := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
 		nodes = append(nodes, r)
-		follow(r)
+		vis.Walk(r)
 	}
-	return inputPathsOf(nodes...)
+	return nodes
 }
 
 func inputPathsOf(nodes ...any) *inputTree {
@@ -108,12 +166,11 @@ func inputPathsOf(nodes ...any) *inputTree {
 					root.all = true
 				}
 				for i := 1; i < len(v) && !node.all; i++ {
-					s, ok := v[i].Value.(ast.String)
-					if !ok {
-						node.all = true
-						break
+					if s, ok := v[i].Value.(ast.String); ok {
+						node = node.child(string(s))
+					} else {
+						node = node.anyChild()
 					}
-					node = node.child(string(s))
 					if i == len(v)-1 {
 						node.all = true
 					}
@@ -133,6 +190,7 @@ func inputPathsOf(nodes ...any) *inputTree {
 	if root.all {
 		return nil
 	}
+	root.finish()
 	return root
 }
 
@@ -140,6 +198,18 @@ func inputPathsOf(nodes ...any) *inputTree {
 func (c *converter) pruned(v *fastjson.Value, t *inputTree) (ast.Value, error) {
 	if t == nil || t.all {
 		return c.value(v, 1)
+	}
+	if v.Type() == fastjson.TypeArray && t.any != nil {
+		arr, _ := v.Array()
+		terms := make([]*ast.Term, len(arr))
+		for i, x := range arr {
+			val, err := c.pruned(x, t.any)
+			if err != nil {
+				return nil, err
+			}
+			terms[i] = c.term(val)
+		}
+		return ast.NewArray(terms...), nil
 	}
 	o, err := v.Object()
 	if err != nil {
@@ -153,8 +223,8 @@ func (c *converter) pruned(v *fastjson.Value, t *inputTree) (ast.Value, error) {
 		if ferr != nil {
 			return
 		}
-		sub, ok := t.kids[string(k)]
-		if !ok {
+		sub := t.sub(string(k))
+		if sub == nil {
 			return
 		}
 		val, err := c.pruned(x, sub)

@@ -20,10 +20,13 @@ tempfail contains {
 
 # METADATA
 # title: Rate-limited dimensions
-# description: Names of the dimensions whose fact says allowed=false.
+# description: >-
+#   Names of the dimensions whose fact says allowed=false. The facts are read
+#   field by field (input.ratelimit[name].allowed, not a whole fact bound to a
+#   variable): the engine then knows these are the only fields that matter
+#   and can reuse the decision for the next message with the same ones.
 ratelimited contains printable(name) if {
-	some name, fact in input.ratelimit
-	fact.allowed == false
+	input.ratelimit[name].allowed == false
 }
 
 # METADATA
@@ -36,10 +39,10 @@ else := 451
 # title: Rate-limit retry hint
 # description: Seconds until the longest exceeded limit fits again (rounded up, at least 1).
 ratelimit_retry := max([1, ceil(max(waits))]) if {
-	waits := [fact.retry_after_s |
-		some name, fact in input.ratelimit
-		fact.allowed == false
-		fact.retry_after_s >= 0
+	waits := [wait |
+		input.ratelimit[name].allowed == false
+		wait := input.ratelimit[name].retry_after_s
+		wait >= 0
 	]
 	count(waits) > 0
 }
