@@ -29,6 +29,7 @@ type deps struct {
 	engine   *policy.Engine
 	dlog     *policy.DecisionLog
 	dlogFile io.Closer
+	dlogBuf  *bufferedLog
 	store    quarantine.Admin
 	limiter  *filter.RateLimits
 
@@ -103,7 +104,8 @@ func (d *deps) openDecisionLog() error {
 		w = f
 		d.dlogFile = f
 	}
-	d.dlog = policy.NewDecisionLog(w, d.cfg.Policy.Mask)
+	d.dlogBuf = newBufferedLog(w, decisionLogFlush)
+	d.dlog = policy.NewDecisionLog(d.dlogBuf, d.cfg.Policy.Mask)
 	return nil
 }
 
@@ -233,6 +235,10 @@ func (d *deps) close() {
 		d.closers[i]()
 	}
 	d.closers = nil
+	if d.dlogBuf != nil {
+		d.dlogBuf.Close()
+		d.dlogBuf = nil
+	}
 	if d.dlogFile != nil {
 		d.dlogFile.Close()
 		d.dlogFile = nil

@@ -510,9 +510,9 @@ type largeRoundResult struct {
 	// message and retries (under this overload a policy evaluation can
 	// wait for a CPU longer than policy.timeout).
 	tempfailed int
-	setup     time.Duration
-	stream    time.Duration // from releasing the sessions to the last reply
-	errs      map[string]int
+	setup      time.Duration
+	stream     time.Duration // from releasing the sessions to the last reply
+	errs       map[string]int
 }
 
 // run runs the round. atBarrier runs once every session is at DATA (or
