@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,13 @@ type FallbackOptions struct {
 	OnStateChange func(from, to BreakerState, err error)
 	// Clock is the breaker's time source (default time.Now).
 	Clock func() time.Time
+	// PrimaryHonoursDeadline says the primary returns by its context's
+	// deadline on its own (a go-redis client with ContextTimeoutEnabled,
+	// as the gateway builds it). Calls then run on the caller's goroutine;
+	// otherwise each runs on a goroutine of its own that the caller stops
+	// waiting for at Timeout, which costs a goroutine, its stack growth
+	// and a hand-off per call.
+	PrimaryHonoursDeadline bool
 }
 
 // Fallback is the Backend the gateway uses: the shared backend (Redis) when it
@@ -67,6 +75,10 @@ type Fallback struct {
 	state     BreakerState
 	failures  int
 	openUntil time.Time
+	// healthy mirrors state == Closed && failures == 0 (written under mu):
+	// the common case then takes no lock, which every session would
+	// otherwise contend for twice per call.
+	healthy atomic.Bool
 	probing   bool
 
 	decisions *prometheus.CounterVec
@@ -89,7 +101,7 @@ func NewFallback(primary, local Backend, o FallbackOptions) *Fallback {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &Fallback{
+	f := &Fallback{
 		primary: primary, local: local, o: o,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_ratelimit_decisions_total",
@@ -108,6 +120,8 @@ func NewFallback(primary, local Backend, o FallbackOptions) *Fallback {
 			Help: "Circuit breaker transitions by new state.",
 		}, []string{"to"}),
 	}
+	f.healthy.Store(true)
+	return f
 }
 
 // Collectors returns the Prometheus collectors; the caller registers them.
@@ -127,6 +141,9 @@ func (f *Fallback) State() BreakerState {
 func (f *Fallback) try() bool {
 	if f.primary == nil {
 		return false
+	}
+	if f.healthy.Load() {
+		return true
 	}
 	f.mu.Lock()
 	var ev *transition
@@ -172,10 +189,14 @@ func (f *Fallback) emit(ev *transition) {
 }
 
 func (f *Fallback) success() {
+	if f.healthy.Load() {
+		return
+	}
 	f.mu.Lock()
 	f.failures = 0
 	f.probing = false
 	ev := f.setLocked(Closed, nil)
+	f.healthy.Store(true)
 	f.mu.Unlock()
 	f.emit(ev)
 }
@@ -190,6 +211,7 @@ func (f *Fallback) failure(ctx context.Context, op string, err error) {
 		f.probing = false
 	} else {
 		f.failures++
+		f.healthy.Store(false)
 		if f.state == HalfOpen || f.failures >= f.o.Failures {
 			f.probing = false
 			f.openUntil = f.o.Clock().Add(f.o.Cooldown)
@@ -217,16 +239,23 @@ func callPrimary[T any](f *Fallback, ctx context.Context, name string, op func(c
 	}
 	cctx, cancel := context.WithTimeout(ctx, f.o.Timeout)
 	defer cancel()
-	ch := make(chan answer, 1)
-	go func() {
-		v, err := op(cctx)
-		ch <- answer{v, err}
-	}()
 	var a answer
-	select {
-	case a = <-ch:
-	case <-cctx.Done():
-		a.err = fmt.Errorf("ratelimit %s: %w", name, cctx.Err())
+	if f.o.PrimaryHonoursDeadline {
+		a.v, a.err = op(cctx)
+		if a.err != nil && cctx.Err() != nil {
+			a.err = fmt.Errorf("ratelimit %s: %w (%w)", name, cctx.Err(), a.err)
+		}
+	} else {
+		ch := make(chan answer, 1)
+		go func() {
+			v, err := op(cctx)
+			ch <- answer{v, err}
+		}()
+		select {
+		case a = <-ch:
+		case <-cctx.Done():
+			a.err = fmt.Errorf("ratelimit %s: %w", name, cctx.Err())
+		}
 	}
 	if a.err == nil {
 		f.success()

@@ -168,6 +168,20 @@ func TestFallbackBlackholeRedis(t *testing.T) {
 	if err != nil || !res.Allowed || !res.BackendError {
 		t.Fatalf("blackhole: %+v %v", res, err)
 	}
+
+	// The gateway's way: a client that honours context deadlines, called
+	// on the caller's goroutine.
+	c2 := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer c2.Close()
+	f2 := NewFallback(NewRedis(c2, RedisOptions{}), NewMemory(MemoryOptions{}), FallbackOptions{Timeout: 50 * time.Millisecond, PrimaryHonoursDeadline: true})
+	start = time.Now()
+	res, err = f2.Allow(context.Background(), "client_ip:192.0.2.9", Limit{Rate: 1, Per: time.Minute}, 1)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("inline call stalled %v", took)
+	}
+	if err != nil || !res.Allowed || !res.BackendError {
+		t.Fatalf("blackhole, inline: %+v %v", res, err)
+	}
 }
 
 func TestFallbackMemoryOnlyAndMetrics(t *testing.T) {

@@ -35,6 +35,8 @@ func newRateLimits(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 		Timeout:  rc.Redis.Timeout,
 		Failures: rc.Breaker.Failures,
 		Cooldown: rc.Breaker.Cooldown,
+		// newRedisClient sets ContextTimeoutEnabled.
+		PrimaryHonoursDeadline: shared != nil,
 		OnStateChange: func(from, to ratelimit.BreakerState, err error) {
 			log.Warn("rate-limit backend state changed", "from", from.String(), "to", to.String(), "err", err)
 		},
