@@ -42,13 +42,15 @@ MXLOAD      ?= bin/mxload
 BENCH_OUT   ?= bench-out
 MXLOAD_ARGS ?=
 
-## bench-load: load benchmark (direct vs mxguard with all checks vs relay only; 4 KiB, 64 KiB, 1 MiB),
-## then 10,000 idle connections and a goroutine/fd leak check; PROFILE=1 writes gateway profiles to $(BENCH_OUT)/
+## bench-load: load benchmark (direct vs mxguard with all checks vs relay only vs a bare go-smtp proxy;
+## 4 KiB, 64 KiB, 1 MiB), then 10,000 idle connections, a goroutine/fd leak check and 200 concurrent
+## 10 MiB messages against the memory budget; PROFILE=1 writes gateway profiles to $(BENCH_OUT)/
 bench-load: deps
 	$(GO) build -o $(MXLOAD) ./cmd/mxload
 	./$(MXLOAD) bench $(MXLOAD_ARGS) $(if $(filter 1,$(PROFILE)),-profile -out $(BENCH_OUT))
 	./$(MXLOAD) idle
 	./$(MXLOAD) leak
+	./$(MXLOAD) large
 
 ## fuzz: a short run of every fuzz target
 fuzz:
