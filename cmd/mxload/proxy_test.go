@@ -69,8 +69,10 @@ func TestProxyPathDelivers(t *testing.T) {
 	if got := sink.Bytes(); got != want {
 		t.Errorf("sink received %d bytes, want %d", got, want)
 	}
-	if cpu, err := procCPU(p.pid()); err != nil || cpu <= 0 {
-		t.Errorf("proxy CPU from /proc = %v, %v; want a positive time", cpu, err)
+	// /proc counts CPU in clock ticks (10 ms): 30 small messages may not
+	// reach one, so only readability is checked here.
+	if cpu, err := procCPU(p.pid()); err != nil || cpu < 0 {
+		t.Errorf("proxy CPU from /proc = %v, %v", cpu, err)
 	}
 }
 
