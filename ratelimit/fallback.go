@@ -79,7 +79,7 @@ type Fallback struct {
 	// the common case then takes no lock, which every session would
 	// otherwise contend for twice per call.
 	healthy atomic.Bool
-	probing   bool
+	probing bool
 
 	decisions *prometheus.CounterVec
 	errs      *prometheus.CounterVec
