@@ -104,6 +104,17 @@ func gatewayConfig(s gwSpec, dir, listen, admin string) string {
 // startGateway writes the config into a fresh directory under parent,
 // starts bin on it and waits (at most 30 s) until /readyz answers.
 func startGateway(bin, parent string, s gwSpec) (*gateway, error) {
+	return startGatewayWith(bin, parent, func(dir, listen, admin string) (string, error) {
+		return gatewayConfig(s, dir, listen, admin), nil
+	})
+}
+
+// startGatewayWith writes the config render returns into a fresh
+// directory under parent (render gets the directory and the listen
+// addresses), starts bin on it and waits (at most 30 s) until /readyz
+// answers. Each start gets its own directory (config, stderr.log); a spool
+// dir in the config may be shared between starts.
+func startGatewayWith(bin, parent string, render func(dir, listen, admin string) (string, error)) (*gateway, error) {
 	dir, err := os.MkdirTemp(parent, "gw-")
 	if err != nil {
 		return nil, err
@@ -117,8 +128,12 @@ func startGateway(bin, parent string, s gwSpec) (*gateway, error) {
 		return nil, err
 	}
 	g := &gateway{dir: dir, addr: "127.0.0.1:" + strconv.Itoa(p1), admin: "127.0.0.1:" + strconv.Itoa(p2), exited: make(chan error, 1)}
+	text, err := render(dir, g.addr, g.admin)
+	if err != nil {
+		return nil, err
+	}
 	cfg := filepath.Join(dir, "mxguard.yaml")
-	if err := os.WriteFile(cfg, []byte(gatewayConfig(s, dir, g.addr, g.admin)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, err
 	}
 	if g.stderr, err = os.Create(filepath.Join(dir, "stderr.log")); err != nil {
@@ -130,7 +145,7 @@ func startGateway(bin, parent string, s gwSpec) (*gateway, error) {
 	g.cmd.Stderr = g.stderr
 	if err := g.cmd.Start(); err != nil {
 		g.stderr.Close()
-		return nil, err
+		return nil, fmt.Errorf("start mxguard: %w", err)
 	}
 	go func() { g.exited <- g.cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)

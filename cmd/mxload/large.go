@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/textproto"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -18,8 +17,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/mxguard/mxguard/internal/loadenv"
 )
 
 // largeOptions are the knobs of `mxload large`: conns sessions each send one
@@ -427,64 +424,6 @@ func replaceLine(text, prefix, line string) (string, error) {
 		return "", fmt.Errorf("gateway config has %d lines starting with %q, want 1", found, prefix)
 	}
 	return strings.Join(lines, "\n"), nil
-}
-
-// startGatewayWith is startGateway with a config of the caller's: render
-// gets the fresh directory and the listen addresses. Each start gets its
-// own directory (config, stderr.log); the spool dir in the config may be
-// shared between starts.
-func startGatewayWith(bin, parent string, render func(dir, listen, admin string) (string, error)) (*gateway, error) {
-	dir, err := os.MkdirTemp(parent, "gw-")
-	if err != nil {
-		return nil, err
-	}
-	p1, err := loadenv.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	p2, err := loadenv.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	g := &gateway{dir: dir, addr: "127.0.0.1:" + strconv.Itoa(p1), admin: "127.0.0.1:" + strconv.Itoa(p2), exited: make(chan error, 1)}
-	text, err := render(dir, g.addr, g.admin)
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "mxguard.yaml")
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		return nil, err
-	}
-	if g.stderr, err = os.Create(filepath.Join(dir, "stderr.log")); err != nil {
-		return nil, err
-	}
-	g.cmd = exec.Command(bin, "serve", "--config", cfg)
-	g.cmd.Dir = dir
-	g.cmd.Stdout = g.stderr
-	g.cmd.Stderr = g.stderr
-	if err := g.cmd.Start(); err != nil {
-		g.stderr.Close()
-		return nil, fmt.Errorf("start mxguard: %w", err)
-	}
-	go func() { g.exited <- g.cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if body, err := g.get("/readyz", 2*time.Second); err == nil && strings.HasPrefix(body, "ready") {
-			return g, nil
-		}
-		select {
-		case err := <-g.exited:
-			g.exited <- err
-			log, _ := os.ReadFile(filepath.Join(dir, "stderr.log"))
-			g.stderr.Close()
-			return nil, fmt.Errorf("mxguard exited at start (%v):\n%s", err, log)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			g.stop()
-			return nil, errors.New("mxguard not ready within 30s")
-		}
-	}
 }
 
 // largeRound is one round of the scenario: conns sessions each run EHLO,
