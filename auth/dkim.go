@@ -80,10 +80,6 @@ type dkimSig struct {
 	field                   string // the whole field, for l= verification
 }
 
-// VerifyDKIM verifies the DKIM signatures of a message (RFC 6376, RFC 8463
-// ed25519) through r and returns one result per DKIM-Signature field, top to
-// bottom. rsa-sha1 and RSA keys under 1024 bits never pass (RFC 8301). The
-// error is non-nil only when the message cannot be read; every problem with a
 // dkimReaders are the readers VerifyDKIM reads a message through, reused
 // across messages (16 KiB each).
 var dkimReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
@@ -91,6 +87,10 @@ var dkimReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16
 // onlyReader is just an io.Reader, whatever the reader inside can do.
 type onlyReader struct{ io.Reader }
 
+// VerifyDKIM verifies the DKIM signatures of a message (RFC 6376, RFC 8463
+// ed25519) through r and returns one result per DKIM-Signature field, top to
+// bottom. rsa-sha1 and RSA keys under 1024 bits never pass (RFC 8301). The
+// error is non-nil only when the message cannot be read; every problem with a
 // signature or its key is a result.
 func VerifyDKIM(ctx context.Context, r Resolver, msg io.Reader, opts DKIMOptions) ([]DKIMResult, error) {
 	maxSigs := opts.MaxSignatures
