@@ -86,7 +86,8 @@ type Decision struct {
 	Enforced    bool          `json:"enforced"`
 	Duration    time.Duration `json:"duration_ns"`
 	// Input is the JSON of the evaluated input, kept for the decision log so
-	// that it is encoded once. Nil when the input was given as an ast.Value.
+	// that it is encoded once. Nil when the input was given as an ast.Value
+	// or as a Go record converted directly (the caller logs its record).
 	Input []byte `json:"-"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -501,8 +502,17 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 		e.metrics.observe(d.Stage, d.Action, d.Duration)
 		return d, err
 	}
-	in, pi, err := parseInput(input)
+	var kb [512]byte
+	rec, err := goInput(input, p.paths, p.stagePaths, kb[:0])
+	in, key := rec.in, rec.key
+	var pi parsedInput
 	defer pi.release()
+	if errors.Is(err, errGoUnsupported) {
+		// Raw JSON, an ast.Value, or a Go type the direct conversion
+		// does not cover: through JSON.
+		key = nil
+		in, pi, err = parseInput(input)
+	}
 	d.Input, d.Stage, d.TxnID = in.raw, in.stage, in.id
 	if err != nil {
 		return fail("input", fmt.Errorf("policy input: %w", err))
@@ -512,25 +522,32 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 		paths = t
 	}
 	cache := p.caches[in.stage]
-	var key []byte
 	if cache != nil && pi.fv != nil {
-		var kb [512]byte
-		if k, ok := cacheKey(kb[:0], pi.fv, paths); ok {
+		if k, ok := cacheKey(append(kb[:0], 'j'), pi.fv, paths); ok {
 			key = k
-			if hit, ok := cache.get(key); ok {
-				hit.ID, hit.TxnID, hit.Stage, hit.Input = d.ID, d.TxnID, d.Stage, d.Input
-				hit.Duration = time.Since(start)
-				e.metrics.cacheHits.Inc()
-				e.metrics.observe(hit.Stage, hit.Action, hit.Duration)
-				return hit, nil
-			}
 		}
 	}
-	if pi.fv != nil {
-		in.v, err = pi.convert(paths)
-		if err != nil {
-			return fail("input", fmt.Errorf("policy input: %w", err))
+	if cache == nil || len(key) > maxCacheKey {
+		key = nil
+	}
+	if key != nil {
+		if hit, ok := cache.get(key); ok {
+			hit.ID, hit.TxnID, hit.Stage, hit.Input = d.ID, d.TxnID, d.Stage, d.Input
+			hit.Duration = time.Since(start)
+			e.metrics.cacheHits.Inc()
+			e.metrics.observe(hit.Stage, hit.Action, hit.Duration)
+			return hit, nil
 		}
+	}
+	switch {
+	case pi.fv != nil:
+		in.v, err = pi.convert(paths)
+	case rec.rv.IsValid():
+		err = rec.convert()
+		in.v = rec.in.v
+	}
+	if err != nil {
+		return fail("input", fmt.Errorf("policy input: %w", err))
 	}
 	q, ok := p.queries[d.Stage]
 	if !ok {
