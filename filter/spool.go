@@ -73,9 +73,9 @@ func (b *MemoryBudget) release(n int64) {
 // parked 50 MiB in the pool (mxload large).
 var spoolBufs = sync.Pool{New: func() any { b := make([]byte, 0, spoolBufInitial); return &b }}
 
-const (
-	spoolBufInitial = 16 << 10 // a typical message fits
-)
+// spoolBufInitial is the first in-memory buffer of a message: a typical
+// message fits.
+const spoolBufInitial = 16 << 10
 
 func newSpool(memLimit int64, dir string, budget *MemoryBudget) *spool {
 	return &spool{memLimit: memLimit, dir: dir, budget: budget}
