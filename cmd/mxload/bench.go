@@ -33,6 +33,8 @@ type benchOptions struct {
 	// the latency mxguard adds below saturation.
 	halfRate bool
 	halfDur  time.Duration
+	// pipeline makes the generator pipeline MAIL, RCPT and DATA (RFC 2920).
+	pipeline bool
 }
 
 // pathNames are the row labels of the report.
@@ -211,7 +213,7 @@ func runBench(o benchOptions, out, log io.Writer) error {
 			gws[p] = g
 			// Warm-up (not measured): fills the DNS cache, opens Redis
 			// connections, touches every code path once.
-			w := load{addr: g.addr, msgs: msgs, m: 2 * len(msgs), c: 4, k: 5, maxDur: 30 * time.Second}.run()
+			w := load{addr: g.addr, msgs: msgs, m: 2 * len(msgs), c: 4, k: 5, maxDur: 30 * time.Second, pipeline: o.pipeline}.run()
 			if w.failed > 0 {
 				stopAll(gws, log)
 				return fmt.Errorf("path %d warm-up at %s: %d of %d failed: %s", p, sizeName(size), w.failed, w.failed+w.sent, w.errorSummary())
@@ -230,7 +232,7 @@ func runBench(o benchOptions, out, log io.Writer) error {
 					cpu0, _ = procCPU(g.pid())
 				}
 				self0, _ := procCPU(os.Getpid())
-				res := load{addr: addr, msgs: msgs, m: m, c: o.c, k: o.k, maxDur: o.maxDur}.run()
+				res := load{addr: addr, msgs: msgs, m: m, c: o.c, k: o.k, maxDur: o.maxDur, pipeline: o.pipeline}.run()
 				self1, _ := procCPU(os.Getpid())
 				rec := runRecord{path: p, size: size, rep: rep, res: res}
 				if g != nil {
@@ -296,7 +298,7 @@ func profileRun(g *gateway, path, size int, msgs []message, o benchOptions) erro
 		perr = g.fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", o.profSecs), base+".cpu.pprof",
 			time.Duration(o.profSecs+30)*time.Second)
 	}()
-	load{addr: g.addr, msgs: msgs, m: 1 << 30, c: o.c, k: o.k, maxDur: time.Duration(o.profSecs)*time.Second + 500*time.Millisecond}.run()
+	load{addr: g.addr, msgs: msgs, m: 1 << 30, c: o.c, k: o.k, maxDur: time.Duration(o.profSecs)*time.Second + 500*time.Millisecond, pipeline: o.pipeline}.run()
 	wg.Wait()
 	if perr != nil {
 		return fmt.Errorf("cpu profile (is admin.pprof served?): %w", perr)
@@ -368,8 +370,12 @@ func aggregate(records []runRecord, peak map[[2]int]int64) []cell {
 }
 
 func writeReport(w io.Writer, o benchOptions, cells []cell, took time.Duration) {
-	fmt.Fprintf(w, "\nmxload: C=%d sessions, K=%d messages per session, N=%d sender domains, %d runs per path (alternating), medians; took %v\n\n",
-		o.c, o.k, o.n, o.reps, took.Round(time.Second))
+	client := "go-smtp client, one command at a time"
+	if o.pipeline {
+		client = "pipelining client (MAIL, RCPT, DATA in one write)"
+	}
+	fmt.Fprintf(w, "\nmxload: C=%d sessions, K=%d messages per session, N=%d sender domains, %s, %d runs per path (alternating), medians; took %v\n\n",
+		o.c, o.k, o.n, client, o.reps, took.Round(time.Second))
 	fmt.Fprintln(w, "| size | path | msgs/s | p50 ms | p90 ms | p99 ms | gw CPU s/1k msgs | gw peak RSS MiB | ratio to path 1 | sent | failed |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	direct := map[int]float64{}
@@ -457,8 +463,8 @@ func halfRateRuns(e *env, gws map[int]*gateway, size int, msgs []message, record
 		}
 		m := int(half*o.halfDur.Seconds()) + 1
 		bound := o.halfDur + 10*time.Second
-		direct := load{addr: e.sink.Addr(), msgs: msgs, m: m, c: o.c, k: o.k, maxDur: bound, rate: half}.run()
-		gw := load{addr: g.addr, msgs: msgs, m: m, c: o.c, k: o.k, maxDur: bound, rate: half}.run()
+		direct := load{addr: e.sink.Addr(), msgs: msgs, m: m, c: o.c, k: o.k, maxDur: bound, rate: half, pipeline: o.pipeline}.run()
+		gw := load{addr: g.addr, msgs: msgs, m: m, c: o.c, k: o.k, maxDur: bound, rate: half, pipeline: o.pipeline}.run()
 		fmt.Fprintf(log, "half rate %.0f/s at %s: path 1 p99 %.2fms; path %d p90 %.2fms p95 %.2fms p99 %.2fms max %.2fms (%d/%d failed)\n",
 			half, sizeName(size), ms(percentile(direct.latencies, 99)), p, ms(percentile(gw.latencies, 90)),
 			ms(percentile(gw.latencies, 95)), ms(percentile(gw.latencies, 99)), ms(percentile(gw.latencies, 100)), direct.failed, gw.failed)

@@ -3,8 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/textproto"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +27,24 @@ type load struct {
 	// rate > 0 paces the start of transactions at rate per second (open
 	// loop); 0 sends as fast as the C sessions allow.
 	rate float64
+	// pipeline sends MAIL, RCPT and DATA in one write and then reads their
+	// three replies (RFC 2920), as MTAs such as Postfix do, instead of
+	// go-smtp's client, which waits for each reply.
+	pipeline bool
 }
+
+// session is one SMTP session of the generator.
+type session interface {
+	send(m message) error
+	reset() error
+	quit()
+}
+
+type smtpSender struct{ c *smtp.Client }
+
+func (s smtpSender) send(m message) error { return send(s.c, m) }
+func (s smtpSender) reset() error         { return s.c.Reset() }
+func (s smtpSender) quit()                { _ = s.c.Quit(); _ = s.c.Close() }
 
 // runResult is what one run measured.
 type runResult struct {
@@ -122,7 +142,7 @@ func (l load) run() runResult {
 				if !ok {
 					return
 				}
-				c, err := l.dial()
+				c, err := l.dialSender()
 				if err != nil {
 					fail(fmt.Errorf("connect: %w", err))
 					time.Sleep(10 * time.Millisecond) // do not spin on a refused port
@@ -131,14 +151,15 @@ func (l load) run() runResult {
 				for k := 0; ; k++ {
 					msg := l.msgs[i%len(l.msgs)]
 					t0 := time.Now()
-					err := send(c, msg)
+					err := c.send(msg)
 					if err != nil {
 						fail(err)
 						var se *smtp.SMTPError
-						if !errors.As(err, &se) {
+						var te *textproto.Error
+						if !errors.As(err, &se) && !errors.As(err, &te) {
 							break // transport error: the session is gone
 						}
-						if c.Reset() != nil {
+						if c.reset() != nil {
 							break
 						}
 					} else {
@@ -151,8 +172,7 @@ func (l load) run() runResult {
 						break
 					}
 				}
-				_ = c.Quit()
-				_ = c.Close()
+				c.quit()
 			}
 		}(w)
 	}
@@ -183,6 +203,17 @@ func pace(rate float64, tokens chan<- struct{}, done <-chan struct{}) {
 			}
 		}
 	}
+}
+
+func (l load) dialSender() (session, error) {
+	if l.pipeline {
+		return dialPipelined(l.addr)
+	}
+	c, err := l.dial()
+	if err != nil {
+		return nil, err
+	}
+	return smtpSender{c}, nil
 }
 
 func (l load) dial() (*smtp.Client, error) {
@@ -216,4 +247,90 @@ func send(c *smtp.Client, m message) error {
 		return err
 	}
 	return w.Close()
+}
+
+// pipeSender speaks SMTP itself so that it can pipeline: MAIL, RCPT and
+// DATA go out in one write, then the three replies are read.
+type pipeSender struct {
+	c  net.Conn
+	tc *textproto.Conn
+}
+
+func dialPipelined(addr string) (*pipeSender, error) {
+	c, err := net.DialTimeout("tcp", addr, clientTimeout)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeSender{c: c, tc: textproto.NewConn(c)}
+	p.deadline()
+	if _, _, err := p.tc.ReadResponse(220); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := p.tc.PrintfLine("EHLO %s", clientHelo); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_, text, err := p.tc.ReadResponse(250)
+	if err == nil && !strings.Contains(text, "PIPELINING") {
+		err = errors.New("server does not offer PIPELINING")
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *pipeSender) deadline() { _ = p.c.SetDeadline(time.Now().Add(clientTimeout)) }
+
+func (p *pipeSender) send(m message) error {
+	p.deadline()
+	w := p.tc.Writer.W
+	fmt.Fprintf(w, "MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n", m.from, rcptAddr)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	// Read all three replies even after a refusal: they were all sent.
+	var first error
+	for _, want := range []int{250, 250, 354} {
+		if _, _, err := p.tc.ReadResponse(want); err != nil {
+			var te *textproto.Error
+			if !errors.As(err, &te) {
+				return err
+			}
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first != nil {
+		return first
+	}
+	dw := p.tc.DotWriter()
+	if _, err := dw.Write(m.data); err != nil {
+		return err
+	}
+	if err := dw.Close(); err != nil {
+		return err
+	}
+	_, _, err := p.tc.ReadResponse(250)
+	return err
+}
+
+func (p *pipeSender) reset() error {
+	p.deadline()
+	if err := p.tc.PrintfLine("RSET"); err != nil {
+		return err
+	}
+	_, _, err := p.tc.ReadResponse(250)
+	return err
+}
+
+func (p *pipeSender) quit() {
+	p.deadline()
+	if p.tc.PrintfLine("QUIT") == nil {
+		_, _, _ = p.tc.ReadResponse(221)
+	}
+	_ = p.c.Close()
 }

@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	outDir := fs.String("out", "bench-out", "directory for profiles")
 	variants := fs.Int("variants", 4, "distinct signed messages per domain and size")
 	halfRate := fs.Bool("half-rate", true, "also measure latency at half the gateway's rate, first size only (bench)")
+	pipeline := fs.Bool("pipeline", false, "pipeline MAIL, RCPT and DATA in one write, as MTAs do (RFC 2920; bench)")
 	halfDur := fs.Duration("half-rate-dur", 6*time.Second, "length of each half-rate run (bench)")
 	conns := fs.Int("conns", 10000, "idle connections to hold (idle)")
 	leakMsgs := fs.Int("leak-m", 20000, "messages of the long run (leak)")
@@ -71,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "bench":
 		o := benchOptions{m: *m, mBytes: *mBytes, c: *c, k: *k, n: *n, reps: *reps, maxDur: *maxDur,
 			outDir: *outDir, profile: *profile, profSecs: *profSecs, variants: *variants,
-			halfRate: *halfRate, halfDur: *halfDur}
+			halfRate: *halfRate, halfDur: *halfDur, pipeline: *pipeline}
 		var err error
 		if o.sizes, err = parseSizes(*sizes); err != nil {
 			fmt.Fprintln(stderr, "mxload:", err)
