@@ -228,21 +228,27 @@ func runBench(o benchOptions, out, log io.Writer) error {
 					addr = g.addr
 				}
 				var cpu0 time.Duration
+				var r0, w0 int64
 				if g != nil {
 					cpu0, _ = procCPU(g.pid())
+					r0, w0, _ = procSyscalls(g.pid())
 				}
 				self0, _ := procCPU(os.Getpid())
 				res := load{addr: addr, msgs: msgs, m: m, c: o.c, k: o.k, maxDur: o.maxDur, pipeline: o.pipeline}.run()
 				self1, _ := procCPU(os.Getpid())
 				rec := runRecord{path: p, size: size, rep: rep, res: res}
+				sys := ""
 				if g != nil {
 					cpu1, _ := procCPU(g.pid())
 					rec.gwCPU = cpu1 - cpu0
+					if r1, w1, err := procSyscalls(g.pid()); err == nil && res.sent > 0 {
+						sys = fmt.Sprintf("  gw syscalls/msg read %.1f write %.1f", float64(r1-r0)/float64(res.sent), float64(w1-w0)/float64(res.sent))
+					}
 				}
 				records = append(records, rec)
-				fmt.Fprintf(log, "size %-7s path %d rep %d: %5d sent %3d failed in %6.2fs = %8.1f msg/s  p50 %6.2fms p99 %7.2fms  gw cpu %.2fs  mxload cpu %.2fs\n",
+				fmt.Fprintf(log, "size %-7s path %d rep %d: %5d sent %3d failed in %6.2fs = %8.1f msg/s  p50 %6.2fms p99 %7.2fms  gw cpu %.2fs  mxload cpu %.2fs%s\n",
 					sizeName(size), p, rep+1, res.sent, res.failed, res.elapsed.Seconds(), res.rate(),
-					ms(percentile(res.latencies, 50)), ms(percentile(res.latencies, 99)), rec.gwCPU.Seconds(), (self1 - self0).Seconds())
+					ms(percentile(res.latencies, 50)), ms(percentile(res.latencies, 99)), rec.gwCPU.Seconds(), (self1 - self0).Seconds(), sys)
 				if res.failed > 0 {
 					fmt.Fprintf(log, "    errors: %s\n", res.errorSummary())
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +200,18 @@ func TestSmoke(t *testing.T) {
 		if strings.HasPrefix(line, "| 4KiB |") && !strings.HasSuffix(line, "| 50 | 0 |") {
 			t.Errorf("want 50 sent, 0 failed: %s", line)
 		}
+	}
+}
+
+func TestParseProcIO(t *testing.T) {
+	r, w, err := parseProcIO("rchar: 10\nwchar: 20\nsyscr: 7\nsyscw: 9\nread_bytes: 0\n")
+	if err != nil || r != 7 || w != 9 {
+		t.Fatalf("%d %d %v", r, w, err)
+	}
+	if _, _, err := parseProcIO("rchar: 10\n"); err == nil {
+		t.Fatal("missing counters not reported")
+	}
+	if _, _, err := procSyscalls(os.Getpid()); err != nil {
+		t.Fatalf("own /proc/PID/io: %v", err)
 	}
 }
