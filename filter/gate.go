@@ -271,6 +271,60 @@ type gateConn struct {
 
 	mu      sync.Mutex
 	closers []func()
+
+	// wmu guards pending: replies held back until the next read (see Write).
+	wmu     sync.Mutex
+	pending []byte
+}
+
+// maxPendingReplies bounds the reply bytes held back per connection.
+const maxPendingReplies = 16 << 10
+
+// Write holds replies back until the connection is next read, closed, or
+// more than maxPendingReplies wait. go-smtp flushes every reply with a
+// write of its own; a sender that pipelines (RFC 2920: MAIL, RCPT…, DATA
+// in one packet, as Postfix does) then gets one packet per reply. Held
+// back, the replies to one batch go out in one write when go-smtp turns
+// to read the next command. A sender that does not pipeline sees no
+// delay: go-smtp reads right after each reply.
+func (c *gateConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pending)+len(p) > maxPendingReplies {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= maxPendingReplies {
+		return c.Conn.Write(p)
+	}
+	c.pending = append(c.pending, p...)
+	return len(p), nil
+}
+
+// Read sends the replies held back first: the sender may be waiting for
+// them before it sends more.
+func (c *gateConn) Read(p []byte) (int, error) {
+	c.wmu.Lock()
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *gateConn) flushLocked() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pending)
+	if cap(c.pending) > 4<<10 {
+		c.pending = nil // do not keep a large buffer on an idle connection
+	} else {
+		c.pending = c.pending[:0]
+	}
+	return err
 }
 
 // onClose registers f to run once when the connection closes.
@@ -281,6 +335,16 @@ func (c *gateConn) onClose(f func()) {
 }
 
 func (c *gateConn) Close() error {
+	// The last replies (221 to QUIT, 421 at shutdown or on errors) go out
+	// before the connection closes, bounded; unless a write is in progress
+	// (a sender not reading), which the close is then meant to interrupt.
+	if c.wmu.TryLock() {
+		if len(c.pending) > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = c.flushLocked()
+		}
+		c.wmu.Unlock()
+	}
 	if c.closed.CompareAndSwap(false, true) {
 		if c.release != nil {
 			c.release()

@@ -317,3 +317,28 @@ func TestGoSMTPClientLibrary(t *testing.T) {
 }
 
 var _ net.Conn
+
+// TestPipelinedTransaction: a sender that pipelines MAIL, RCPT and DATA
+// (RFC 2920, as Postfix does) gets the three replies in order and its
+// message delivered; the next, unpipelined transaction on the same
+// connection works as usual.
+func TestPipelinedTransaction(t *testing.T) {
+	g := startGW(t)
+	cl := g.greet("client.example.org")
+	cl.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@corp.test>\r\nRCPT TO:<carol@corp.test>\r\nDATA\r\n")
+	for _, want := range []int{250, 250, 250, 354} {
+		cl.expect(want)
+	}
+	cl.send(msg("alice@example.org", "bob@corp.test", "piped", "hi\r\n") + "\r\n.\r\n")
+	cl.expect(250)
+	cl.cmd("MAIL FROM:<alice@example.org>", 250)
+	cl.cmd("RCPT TO:<bob@corp.test>", 250)
+	cl.cmd("DATA", 354)
+	cl.send(msg("alice@example.org", "bob@corp.test", "plain", "hi\r\n") + "\r\n.\r\n")
+	cl.expect(250)
+	cl.cmd("QUIT", 221)
+	ms := g.down.WaitMessages(t, 2, 5*time.Second)
+	if len(ms) != 2 || len(ms[0].To) != 2 || !strings.Contains(string(ms[0].Data), "Subject: piped") {
+		t.Fatalf("delivered %+v", ms)
+	}
+}
