@@ -211,3 +211,49 @@ func deref(b *[]byte) []byte {
 	}
 	return *b
 }
+
+// TestPipelinedLoad: the pipelining generator delivers every message, byte
+// for byte, straight to a go-smtp server (the sink) and through the bare
+// proxy.
+func TestPipelinedLoad(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := loadenv.StartSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	p, err := startProxy(self, t.TempDir(), sink.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	w, err := newWorld(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := w.messages(4096, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const m = 20
+	var want int64
+	for i := 0; i < m; i++ {
+		want += int64(len(msgs[i%len(msgs)].data))
+	}
+	for _, addr := range []string{sink.Addr(), p.addr} {
+		before, beforeBytes := sink.Delivered(), sink.Bytes()
+		res := load{addr: addr, msgs: msgs, m: m, c: 2, k: 5, maxDur: 30 * time.Second, pipeline: true}.run()
+		if res.sent != m || res.failed != 0 {
+			t.Fatalf("%s: sent %d, failed %d (%s)", addr, res.sent, res.failed, res.errorSummary())
+		}
+		if got := sink.Delivered() - before; got != m {
+			t.Errorf("%s: sink received %d messages, want %d", addr, got, m)
+		}
+		if got := sink.Bytes() - beforeBytes; got != want {
+			t.Errorf("%s: sink received %d bytes, want %d", addr, got, want)
+		}
+	}
+}
