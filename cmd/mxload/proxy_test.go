@@ -27,10 +27,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestProxyPathDelivers starts the proxy as a separate process the way the
-// bench does and sends a few sessions of messages through it: every message
-// reaches the sink, byte for byte in total.
-func TestProxyPathDelivers(t *testing.T) {
+// proxyWithSink starts a sink and the bare proxy in front of it, as a
+// separate process the way the bench does, and signs a few messages.
+func proxyWithSink(t *testing.T) (*loadenv.Sink, *gateway, []message) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -39,13 +39,12 @@ func TestProxyPathDelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sink.Close()
+	t.Cleanup(func() { sink.Close() })
 	p, err := startProxy(self, t.TempDir(), sink.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.stop()
-
+	t.Cleanup(func() { p.stop() })
 	w, err := newWorld(2)
 	if err != nil {
 		t.Fatal(err)
@@ -54,21 +53,35 @@ func TestProxyPathDelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const m = 30
-	res := load{addr: p.addr, msgs: msgs, m: m, c: 3, k: 5, maxDur: 30 * time.Second}.run()
-	if res.sent != m || res.failed != 0 {
-		t.Fatalf("sent %d, failed %d (%s); want %d sent", res.sent, res.failed, res.errorSummary(), m)
+	return sink, p, msgs
+}
+
+// runToSink sends m messages with l and checks that all of them reached
+// the sink, byte for byte in total.
+func runToSink(t *testing.T, sink *loadenv.Sink, l load) {
+	t.Helper()
+	before, beforeBytes := sink.Delivered(), sink.Bytes()
+	res := l.run()
+	if res.sent != l.m || res.failed != 0 {
+		t.Fatalf("%s: sent %d, failed %d (%s); want %d sent", l.addr, res.sent, res.failed, res.errorSummary(), l.m)
 	}
-	if got := sink.Delivered(); got != m {
-		t.Errorf("sink received %d messages, want %d", got, m)
+	if got := sink.Delivered() - before; got != int64(l.m) {
+		t.Errorf("%s: sink received %d messages, want %d", l.addr, got, l.m)
 	}
 	var want int64
-	for i := 0; i < m; i++ {
-		want += int64(len(msgs[i%len(msgs)].data))
+	for i := 0; i < l.m; i++ {
+		want += int64(len(l.msgs[i%len(l.msgs)].data))
 	}
-	if got := sink.Bytes(); got != want {
-		t.Errorf("sink received %d bytes, want %d", got, want)
+	if got := sink.Bytes() - beforeBytes; got != want {
+		t.Errorf("%s: sink received %d bytes, want %d", l.addr, got, want)
 	}
+}
+
+// TestProxyPathDelivers sends a few sessions of messages through the proxy:
+// every message reaches the sink, byte for byte in total.
+func TestProxyPathDelivers(t *testing.T) {
+	sink, p, msgs := proxyWithSink(t)
+	runToSink(t, sink, load{addr: p.addr, msgs: msgs, m: 30, c: 3, k: 5, maxDur: 30 * time.Second})
 	// /proc counts CPU in clock ticks (10 ms): 30 small messages may not
 	// reach one, so only readability is checked here.
 	if cpu, err := procCPU(p.pid()); err != nil || cpu < 0 {
@@ -216,44 +229,8 @@ func deref(b *[]byte) []byte {
 // for byte, straight to a go-smtp server (the sink) and through the bare
 // proxy.
 func TestPipelinedLoad(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := loadenv.StartSink()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	p, err := startProxy(self, t.TempDir(), sink.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.stop()
-	w, err := newWorld(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, err := w.messages(4096, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const m = 20
-	var want int64
-	for i := 0; i < m; i++ {
-		want += int64(len(msgs[i%len(msgs)].data))
-	}
+	sink, p, msgs := proxyWithSink(t)
 	for _, addr := range []string{sink.Addr(), p.addr} {
-		before, beforeBytes := sink.Delivered(), sink.Bytes()
-		res := load{addr: addr, msgs: msgs, m: m, c: 2, k: 5, maxDur: 30 * time.Second, pipeline: true}.run()
-		if res.sent != m || res.failed != 0 {
-			t.Fatalf("%s: sent %d, failed %d (%s)", addr, res.sent, res.failed, res.errorSummary())
-		}
-		if got := sink.Delivered() - before; got != m {
-			t.Errorf("%s: sink received %d messages, want %d", addr, got, m)
-		}
-		if got := sink.Bytes() - beforeBytes; got != want {
-			t.Errorf("%s: sink received %d bytes, want %d", addr, got, want)
-		}
+		runToSink(t, sink, load{addr: addr, msgs: msgs, m: 20, c: 2, k: 5, maxDur: 30 * time.Second, pipeline: true})
 	}
 }
