@@ -33,25 +33,16 @@ func toValue(input any) (ast.Value, []byte, error) {
 	return in.v, in.raw, err
 }
 
-// toInput converts the input for evaluation. Structs are JSON-encoded once
-// (the bytes are kept for the decision log) and parsed with fastjson
-// straight into AST terms, skipping the map[string]any step of
+// toInput converts the input the way Eval's JSON path does (tools, tests
+// and benchmarks use it): structs are JSON-encoded once and parsed with
+// fastjson straight into AST terms, skipping the map[string]any step of
 // ast.InterfaceToValue, and only the parts the policy reads (paths; nil:
 // all) are converted (see BenchmarkInputConversion).
 func toInput(input any, paths *inputTree) (evalInput, error) {
-	return toStageInput(input, paths, nil)
-}
-
-// toStageInput is toInput where the paths to convert may depend on the
-// input's stage: byStage[stage] when present (nil: all), else paths.
-func toStageInput(input any, paths *inputTree, byStage map[string]*inputTree) (evalInput, error) {
 	in, pi, err := parseInput(input)
 	defer pi.release()
 	if err != nil || pi.fv == nil {
 		return in, err
-	}
-	if t, ok := byStage[in.stage]; ok {
-		paths = t
 	}
 	in.v, err = pi.convert(paths)
 	return in, err
