@@ -503,7 +503,7 @@ func (e *Engine) Eval(ctx context.Context, input any) (Decision, error) {
 		return d, err
 	}
 	var kb [512]byte
-	rec, err := goInput(input, p.paths, p.stagePaths, kb[:0])
+	rec, err := goInput(input, p.paths, p.stagePaths, p.caches, kb[:0])
 	in, key := rec.in, rec.key
 	var pi parsedInput
 	defer pi.release()

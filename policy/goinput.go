@@ -171,10 +171,11 @@ type goRecord struct {
 	paths *inputTree
 }
 
-// goInput reads a pointer to a supported struct: stage and id, and the key
-// of the value pruned to byStage[stage] (else paths; nil: all), appended
-// to key. errGoUnsupported means: use the JSON path.
-func goInput(input any, paths *inputTree, byStage map[string]*inputTree, key []byte) (goRecord, error) {
+// goInput reads a pointer to a supported struct: stage and id and, when
+// the stage has a decision cache (caches[stage]), the key of the value
+// pruned to byStage[stage] (else paths; nil: all), appended to key.
+// errGoUnsupported means: use the JSON path.
+func goInput(input any, paths *inputTree, byStage map[string]*inputTree, caches map[string]*decisionCache, key []byte) (goRecord, error) {
 	var r goRecord
 	rv := reflect.ValueOf(input)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
@@ -199,6 +200,9 @@ func goInput(input any, paths *inputTree, byStage map[string]*inputTree, key []b
 		paths = t
 	}
 	r.rv, r.paths = rv, paths
+	if caches[r.in.stage] == nil {
+		return r, nil // nothing to look up: convert walks the value once
+	}
 	c := goConverter{key: append(key, 'g')}
 	_, err := c.term(rv, paths, 0)
 	r.key = c.key

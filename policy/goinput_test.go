@@ -69,7 +69,7 @@ func TestGoInputLikeJSON(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					got, err := goInput(&rec, tree, nil, nil)
+					got, err := goInput(&rec, tree, nil, nil, nil)
 					if err == nil {
 						err = got.convert()
 					}
@@ -104,7 +104,7 @@ func TestGoInputFallsBack(t *testing.T) {
 	}
 	type embedded struct{ marshalsItself }
 	for _, v := range []any{&withIface{Stage: "mail"}, &withMarshaler{Stage: "mail"}, &embedded{}, map[string]any{"stage": "mail"}, []byte(`{}`), txn{}} {
-		if _, err := goInput(v, nil, nil, nil); !errors.Is(err, errGoUnsupported) {
+		if _, err := goInput(v, nil, nil, nil, nil); !errors.Is(err, errGoUnsupported) {
 			t.Errorf("%T: %v, want the JSON path", v, err)
 		}
 	}
